@@ -38,7 +38,9 @@ def create_driver(
             from .gevent import GeventDriver
 
             return GeventDriver(host=host, port=port, ipv6=ipv6, socket=socket)
-        raise ValueError(f"backend: unknown backend {backend!r} (expected one of {BACKENDS} or a Backend object)")
+        raise ValueError(
+            f"backend: unknown backend {backend!r} (expected one of {BACKENDS} or a Backend object)"
+        )
     if not hasattr(backend, "create_driver"):
         raise ValueError(f"backend: {backend!r} is neither a backend name nor has create_driver()")
     driver: Driver = backend.create_driver(host=host, port=port, ipv6=ipv6, socket=socket)

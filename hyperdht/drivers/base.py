@@ -149,5 +149,3 @@ class Backend(Protocol):
         ipv6: bool,
         socket: SocketLike | None,
     ) -> Driver: ...
-
-
