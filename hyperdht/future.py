@@ -14,7 +14,8 @@ order; one registered on a finished future runs at once.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 __all__ = ["Future", "InvalidStateError"]
 
@@ -35,7 +36,7 @@ class Future(Generic[T]):
     holds its lock, and waiting goes through the driver.
     """
 
-    __slots__ = ("_result", "_exception", "_callbacks")
+    __slots__ = ("_callbacks", "_exception", "_result")
 
     def __init__(self) -> None:
         self._result: object = _PENDING
