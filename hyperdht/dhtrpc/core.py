@@ -1,0 +1,664 @@
+"""The DHT node as a sans-I/O state machine (after mafintosh's ``dht-rpc``).
+
+:class:`DHTCore` implements the :class:`~hyperdht.drivers.base.Endpoint`
+contract: datagrams and ``now`` go in, datagrams to send and a timer
+deadline come out. It owns the routing table, the request/response layer,
+the round-trip tokens, table maintenance and the queries; it never blocks,
+sleeps, reads a clock or touches a socket. The blocking
+:class:`~hyperdht.dhtrpc.DHT` and the simulator both drive it.
+
+Where this deliberately differs from the reference (none of it is visible
+on the wire as a different encoding; see docs/PROTOCOL-NOTES.md):
+
+* the queue of requests waiting for a concurrency slot drains whenever a
+  request completes, not only when a response arrives;
+* a forwarded ping (one carrying ``forwardResponse``) does not add the
+  original requester's id to the table under the referrer's address;
+* requests and responses whose ``id`` is present with a length other than
+  32 bytes are dropped (the reference processes them without the id);
+* responses must come from the address the request went to (except for
+  hole-punch pings), see :mod:`hyperdht.udprequest`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import messages
+from ..errors import ClosedError, DecodeError, HyperDHTError
+from ..future import Future
+from ..ipencoding import Address, Node, node_codec, peer_codec
+from ..kbucket import KBucket
+from ..udprequest import PendingRequest, RequestCore
+from .query import Query
+from .tokens import ROTATE_INTERVAL, TokenStore
+from .types import IncomingQuery, QueryResponse, RemoteNode, Stats
+
+__all__ = [
+    "DHTCore",
+    "RoutingNode",
+    "DEFER",
+    "K",
+    "ID_LENGTH",
+    "MAINTENANCE_INTERVAL",
+    "APP_PREFIX",
+]
+
+log = logging.getLogger(__name__)
+
+#: Bucket size and the number of closest nodes a query keeps.
+K = 20
+ID_LENGTH = 32
+#: Seconds between maintenance ticks (the reference's 5 s).
+MAINTENANCE_INTERVAL = 5.0
+#: Datagrams whose third byte is 0xFF can never be DHT messages (0xFF would
+#: start a protobuf tag of wire type 7, which does not exist), so they are
+#: handed to the application: see :meth:`DHTCore.send_datagram`.
+APP_PREFIX = b"\xff\xff\xff"
+APP_MARKER = 0xFF
+
+#: A handler returns this to answer later with :meth:`DHTCore.reply`.
+DEFER: Any = object()
+
+Handler = Callable[[IncomingQuery], Any]
+ResponseCallback = Callable[[BaseException | None, "messages.RpcResponse | None", Address], None]
+
+
+class RoutingNode:
+    """A routing-table contact: id, address, the token it gave us, and the
+    maintenance tick at which we last heard from it."""
+
+    __slots__ = ("address", "id", "tick", "token")
+
+    def __init__(self, id: bytes, address: Address, token: bytes | None, tick: int) -> None:
+        self.id = id
+        self.address = address
+        self.token = token
+        self.tick = tick
+
+    def to_node(self) -> Node:
+        """A frozen :class:`~hyperdht.ipencoding.Node` snapshot."""
+        return Node(self.id, self.address)
+
+    def __repr__(self) -> str:
+        return f"RoutingNode({self.id.hex()[:12]}…, {self.address.host}:{self.address.port})"
+
+
+@dataclass(slots=True)
+class _Queued:
+    request: messages.RpcRequest
+    address: Address
+    callback: ResponseCallback
+    any_source: bool
+
+
+class DHTCore:
+    """One DHT node's protocol logic. Not thread-safe: drivers serialise calls.
+
+    ``bootstrap`` is a list of addresses; ``nodes`` restores a routing table
+    snapshot. ``rng`` makes tids and ids reproducible (the simulator seeds
+    it); secrets always come from ``os.urandom`` unless ``random_bytes`` is
+    given.
+    """
+
+    def __init__(
+        self,
+        *,
+        id: bytes | None = None,
+        ephemeral: bool = False,
+        concurrency: int = 16,
+        bootstrap: Iterable[Address] = (),
+        nodes: Iterable[Node] = (),
+        ipv6: bool = False,
+        timeout: float = 1.0,
+        now: float = 0.0,
+        rng: random.Random | None = None,
+        random_bytes: Callable[[int], bytes] | None = None,
+    ) -> None:
+        if id is None:
+            id = (random_bytes or os.urandom)(ID_LENGTH)
+        if not isinstance(id, bytes) or len(id) != ID_LENGTH:
+            raise ValueError(f"id must be {ID_LENGTH} bytes, got {id!r}")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+        self.id = id
+        self.ephemeral = bool(ephemeral)
+        self.concurrency = concurrency
+        self.ipv6 = bool(ipv6)
+        self.bootstrap_nodes: list[Address] = list(bootstrap)
+        self.stats = Stats()
+        self.peer_codec = peer_codec(self.ipv6)
+        self.node_codec = node_codec(self.ipv6, ID_LENGTH)
+        self._query_id = None if self.ephemeral else self.id
+        self._now = now
+        self._rng = rng or random.Random()
+        self.udp = RequestCore(
+            timeout=timeout, rng=self._rng, on_request=self._on_request, on_drop=self._drop
+        )
+        self.tokens = TokenStore(random_bytes or os.urandom)
+        self.table: KBucket[RoutingNode] = KBucket(self.id, k=K, on_ping=self._on_bucket_full)
+        # Least recently seen first: the maintenance order.
+        self._seen: OrderedDict[bytes, RoutingNode] = OrderedDict()
+        self._tick = 0
+        self._next_maintenance = now + MAINTENANCE_INTERVAL
+        self._next_rotation = now + ROTATE_INTERVAL
+        self._queue: deque[_Queued] = deque()
+        self._handlers: dict[tuple[bool, str], Handler] = {}
+        self._outbox: list[tuple[bytes, Address]] = []
+        self.inflight_queries = 0
+        self.bootstrapped = False
+        self.closed = False
+        #: Called with ``(payload, address)`` for application datagrams.
+        self.on_datagram: Callable[[bytes, Address], None] | None = None
+        #: Called with ``(requester, target)`` when we forward a hole-punch ping.
+        self.on_holepunch: Callable[[Address, Address], None] | None = None
+        #: Called with a :class:`RoutingNode` when a node joins / leaves the table.
+        self.on_node_added: Callable[[RoutingNode], None] | None = None
+        self.on_node_removed: Callable[[RoutingNode], None] | None = None
+        for node in nodes:
+            self._add_node(node.id, node.address, None)
+
+    # -- Endpoint contract -------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one datagram from ``addr`` (never raises for bad input)."""
+        self._now = now
+        self.stats.datagrams_in += 1
+        if self.closed:
+            return
+        if len(data) > 2 and data[2] == APP_MARKER:
+            if self.on_datagram is not None:
+                self.on_datagram(data[3:], addr)
+            else:
+                self._drop("app_datagram_unhandled")
+            return
+        self.udp.receive(data, addr)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Drain the datagrams waiting to be sent."""
+        out = self.udp.outbox
+        if self._outbox:
+            out.extend(self._outbox)
+            self._outbox = []
+        if out:
+            self.udp.outbox = []
+            self.stats.datagrams_out += len(out)
+        return out
+
+    def get_timer(self) -> float | None:
+        """The next deadline: a request tick, maintenance, or rotation."""
+        if self.closed:
+            return None
+        t = self._next_maintenance
+        if self._next_rotation < t:
+            t = self._next_rotation
+        udp = self.udp.get_timer()
+        if udp is not None and udp < t:
+            t = udp
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        """Run request timeouts, maintenance and secret rotation due at ``now``."""
+        self._now = now
+        if self.closed:
+            return
+        before = self.udp.timeouts
+        self.udp.handle_timer(now)
+        self.stats.timeouts += self.udp.timeouts - before
+        while now >= self._next_rotation:
+            self.tokens.rotate()
+            self._next_rotation += ROTATE_INTERVAL
+        while now >= self._next_maintenance:
+            self._next_maintenance += MAINTENANCE_INTERVAL
+            self._tick += 1
+            if self._tick & 7 == 0:
+                self._ping_some()
+
+    # -- public operations -------------------------------------------------
+
+    def set_now(self, now: float) -> None:
+        """Tell the core the time before an operation called from outside
+        the driver's callbacks (the blocking API does)."""
+        self._now = now
+
+    def on_request(self, command: str, handler: Handler | None, *, update: bool) -> None:
+        """Register (or with None remove) the handler for queries
+        (``update=False``) or updates (``update=True``) of ``command``.
+
+        The handler gets an :class:`IncomingQuery` and returns the value to
+        send (bytes or None), or :data:`DEFER` to answer later with
+        :meth:`reply`. If it raises, no response is sent.
+        """
+        if not isinstance(command, str) or not command:
+            raise ValueError(f"command must be a non-empty string, got {command!r}")
+        if command in ("_ping", "_find_node"):
+            raise ValueError(f"command {command!r} is built in and cannot be handled")
+        key = (update, command)
+        if handler is None:
+            self._handlers.pop(key, None)
+        else:
+            self._handlers[key] = handler
+
+    def reply(self, query: IncomingQuery, value: bytes | None) -> None:
+        """Answer a query whose handler returned :data:`DEFER`."""
+        self._send_query_response(query.tid, query.node.address, query.target, value, query.command)
+
+    def ping(self, addr: Address) -> Future[Address]:
+        """Ping ``addr``; resolves to our address as the peer saw it."""
+        fut: Future[Address] = Future()
+
+        def done(err: BaseException | None, res: messages.RpcResponse | None, _: Address) -> None:
+            if err is not None:
+                fut.set_exception(err)
+                return
+            assert res is not None
+            try:
+                fut.set_result(self.peer_codec.decode(res.value or b""))
+            except DecodeError:
+                fut.set_exception(HyperDHTError("Invalid pong"))
+
+        self.request(messages.RpcRequest(command="_ping", id=self._query_id), addr, done)
+        return fut
+
+    def holepunch(self, peer: Address, referrer: Address) -> Future[Address]:
+        """Ask ``referrer`` to forward a ping to ``peer``; resolves to the
+        address the peer's answer came from (use that one: a NAT may map
+        the punched path to another port than the announced one)."""
+        fut: Future[Address] = Future()
+        try:
+            encoded = self.peer_codec.encode(peer)
+        except ValueError as exc:
+            fut.set_exception(ValueError(f"peer: {exc}"))
+            return fut
+
+        def done(err: BaseException | None, res: messages.RpcResponse | None, src: Address) -> None:
+            if err is not None:
+                fut.set_exception(err)
+            else:
+                fut.set_result(src)
+
+        request = messages.RpcRequest(command="_ping", id=self._query_id, forward_request=encoded)
+        self.request(request, referrer, done, any_source=True)
+        return fut
+
+    def query(
+        self,
+        command: str,
+        target: bytes,
+        value: bytes | None = None,
+        *,
+        nodes: Iterable[Node | Address] | None = None,
+        concurrency: int | None = None,
+        holepunching: bool = True,
+        update: bool = False,
+        verbose: bool = False,
+        map: Callable[[QueryResponse], Any] | None = None,
+        initial: Iterable[Any] = (),
+    ) -> Query:
+        """Start a query (or, with ``update=True``, an update) and return it.
+
+        ``map`` turns each :class:`QueryResponse` into the item to yield (None
+        skips it); ``initial`` items are yielded first. Raises ValueError
+        for a bad command, target, value or concurrency.
+        """
+        if not isinstance(command, str) or not command:
+            raise ValueError(f"command must be a non-empty string, got {command!r}")
+        if not isinstance(target, bytes) or len(target) != ID_LENGTH:
+            raise ValueError(f"target must be {ID_LENGTH} bytes, got {target!r}")
+        if value is not None and not isinstance(value, bytes):
+            raise ValueError(f"value must be bytes or None, got {type(value).__name__}")
+        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+        q = Query(
+            self,
+            command,
+            target,
+            value,
+            nodes=nodes,
+            concurrency=concurrency,
+            holepunching=holepunching,
+            update=update,
+            verbose=verbose,
+            map=map,
+            initial=initial,
+        )
+        q.start()
+        return q
+
+    def bootstrap(self) -> Query:
+        """Look up our own id to fill the routing table (a background-friendly
+        query: it uses a lower concurrency while other queries run)."""
+        q = Query(self, "_find_node", self.id, None)
+        if not self.bootstrap_nodes and not len(self.table):
+            self.bootstrapped = True
+            q._finish(None)
+            return q
+        background = min(self.concurrency, max(2, self.concurrency // 8))
+        q.dynamic_concurrency = (self.concurrency, background)
+
+        def done(_: Query) -> None:
+            self.bootstrapped = True
+
+        q.add_done_callback(done)
+        q.start()
+        return q
+
+    def send_datagram(self, data: bytes, addr: Address) -> None:
+        """Queue an application datagram to ``addr`` on the DHT's socket.
+
+        It travels as ``APP_PREFIX + data``; the receiver's
+        :attr:`on_datagram` gets ``data`` back. The prefix makes sure no
+        DHT node ever mistakes it for a DHT message.
+        """
+        if not self.closed:
+            self._outbox.append((APP_PREFIX + bytes(data), addr))
+
+    def nodes(self) -> list[Node]:
+        """A snapshot of the routing table (accepted back by ``nodes=``)."""
+        return [c.to_node() for c in self.table]
+
+    def close(self) -> None:
+        """Cancel everything; the core ignores all input afterwards."""
+        if self.closed:
+            return
+        self.closed = True
+        queued, self._queue = self._queue, deque()
+        self.udp.close()
+        for q in queued:
+            q.callback(ClosedError("node is closed"), None, q.address)
+
+    # -- requests ----------------------------------------------------------
+
+    def request(
+        self,
+        request: messages.RpcRequest,
+        addr: Address,
+        callback: ResponseCallback,
+        *,
+        any_source: bool = False,
+    ) -> None:
+        """Send ``request`` respecting the concurrency cap; ``callback(err,
+        response, address)`` runs once when it completes."""
+        if self.closed:
+            callback(ClosedError("node is closed"), None, addr)
+            return
+        if self.udp.inflight >= self.concurrency or self._queue:
+            self._queue.append(_Queued(request, addr, callback, any_source))
+            return
+        self._send_request(request, addr, callback, any_source)
+
+    def _send_request(
+        self,
+        request: messages.RpcRequest,
+        addr: Address,
+        callback: ResponseCallback,
+        any_source: bool,
+    ) -> None:
+        pending = self.udp.request(
+            messages.encode_request(request), addr, self._now, any_source=any_source
+        )
+
+        def done(req: Future[Any]) -> None:
+            self._on_request_done(req, callback)  # type: ignore[arg-type]
+
+        pending.add_done_callback(done)
+
+    def _on_request_done(self, req: PendingRequest, callback: ResponseCallback) -> None:
+        exc = req.exception()
+        if exc is not None:
+            callback(exc, None, req.address)
+        else:
+            response = req.result()
+            try:
+                res = messages.decode_response(response.payload)
+            except DecodeError as err:
+                self._drop("decode")
+                callback(err, None, response.address)
+            else:
+                if res.id is not None:
+                    if len(res.id) != ID_LENGTH:
+                        self._drop("bad_id")
+                        callback(DecodeError("response id has the wrong length"), None, req.address)
+                        self._drain()
+                        return
+                    self._add_node(res.id, response.address, res.roundtrip_token)
+                callback(None, res, response.address)
+        self._drain()
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue and self.udp.inflight < self.concurrency and not self.closed:
+            q = queue.popleft()
+            self._send_request(q.request, q.address, q.callback, q.any_source)
+
+    # -- incoming requests -------------------------------------------------
+
+    def _drop(self, reason: str) -> None:
+        self.stats.drops[reason] += 1
+
+    def _on_request(self, tid: int, payload: bytes, addr: Address) -> None:
+        try:
+            req = messages.decode_request(payload)
+        except DecodeError:
+            self._drop("decode")
+            return
+        rid = req.id
+        if rid is not None and len(rid) != ID_LENGTH:
+            self._drop("bad_id")
+            return
+        if rid is not None and req.forward_response is None:
+            self._add_node(rid, addr, None)
+
+        token = req.roundtrip_token
+        if token is not None and not self.tokens.check(token, addr.host):
+            token = None
+
+        if req.forward_request is not None:
+            self._forward(tid, req, addr)
+            return
+
+        reply_to = addr
+        if req.forward_response is not None:
+            if req.command != "_ping":
+                self._drop("forward_not_ping")
+                return
+            try:
+                reply_to = self.peer_codec.decode(req.forward_response)
+            except DecodeError:
+                self._drop("bad_forward")
+                return
+
+        command = req.command
+        if command == "_ping":
+            self._respond(
+                tid,
+                reply_to,
+                messages.RpcResponse(
+                    id=self._query_id,
+                    value=self.peer_codec.encode(reply_to),
+                    roundtrip_token=self.tokens.issue(reply_to.host),
+                ),
+                command,
+            )
+            return
+
+        target = req.target
+        if target is None or len(target) != ID_LENGTH:
+            self._drop("bad_target")
+            return
+
+        if command == "_find_node":
+            self._respond(
+                tid,
+                addr,
+                messages.RpcResponse(
+                    id=self._query_id,
+                    nodes=self._closest_encoded(target),
+                    roundtrip_token=self.tokens.issue(addr.host),
+                ),
+                command,
+            )
+            return
+
+        is_update = token is not None
+        handler = self._handlers.get((is_update, command))
+        value: Any = None
+        if handler is not None:
+            query = IncomingQuery(
+                command=command,
+                target=target,
+                value=req.value,
+                is_update=is_update,
+                roundtrip_token=token,
+                node=RemoteNode(rid, addr),
+                tid=tid,
+            )
+            try:
+                value = handler(query)
+            except Exception:
+                self.stats.handler_errors += 1
+                log.debug("handler for %s %r raised", command, query, exc_info=True)
+                return
+            if value is DEFER:
+                return
+        self._send_query_response(tid, addr, target, value, command)
+
+    def _send_query_response(
+        self, tid: int, addr: Address, target: bytes, value: Any, command: str = ""
+    ) -> None:
+        if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
+            self.stats.handler_errors += 1
+            log.warning("handler returned %r, not bytes or None: no response sent", type(value))
+            return
+        self._respond(
+            tid,
+            addr,
+            messages.RpcResponse(
+                id=self._query_id,
+                value=bytes(value) if value is not None else None,
+                nodes=self._closest_encoded(target),
+                roundtrip_token=self.tokens.issue(addr.host),
+            ),
+            command,
+        )
+
+    def _respond(self, tid: int, addr: Address, res: messages.RpcResponse, command: str) -> None:
+        if self.closed:
+            return
+        self.stats.requests_served[command] += 1
+        self.udp.respond(tid, messages.encode_response(res), addr)
+
+    def _closest_encoded(self, target: bytes) -> bytes:
+        codec = self.node_codec
+        return b"".join([codec.encode(c.to_node()) for c in self.table.closest(target, K)])
+
+    def _forward(self, tid: int, req: messages.RpcRequest, addr: Address) -> None:
+        if req.command != "_ping":
+            self._drop("forward_not_ping")
+            return
+        try:
+            to = self.peer_codec.decode(req.forward_request or b"")
+        except DecodeError:
+            self._drop("bad_forward")
+            return
+        self.stats.forwarded += 1
+        if self.on_holepunch is not None:
+            self.on_holepunch(addr, to)
+        forwarded = messages.RpcRequest(
+            command=req.command,
+            id=req.id,
+            target=req.target,
+            forward_response=self.peer_codec.encode(addr),
+            roundtrip_token=req.roundtrip_token,
+            value=req.value,
+        )
+        self.udp.forward_request(tid, messages.encode_request(forwarded), to)
+
+    # -- routing table -----------------------------------------------------
+
+    def _add_node(self, id: bytes, addr: Address, token: bytes | None) -> None:
+        if id == self.id:
+            return
+        seen = self._seen
+        node = seen.get(id)
+        fresh = node is None
+        if node is None:
+            node = RoutingNode(id, addr, token, self._tick)
+            seen[id] = node
+        else:
+            node.address = addr
+            node.token = token
+            node.tick = self._tick
+            seen.move_to_end(id)
+        self.table.add(node)
+        if self.table.get(id) is not node:
+            # The bucket was full: it stays out until a ping makes room.
+            if fresh:
+                del seen[id]
+            return
+        if fresh and self.on_node_added is not None:
+            self.on_node_added(node)
+
+    def _remove_node(self, node: RoutingNode) -> None:
+        if self._seen.get(node.id) is node:
+            del self._seen[node.id]
+        removed = self.table.remove(node.id)
+        if removed is not None and self.on_node_removed is not None:
+            self.on_node_removed(node)
+
+    def _on_bucket_full(self, old: list[RoutingNode], new: RoutingNode) -> None:
+        if not self.bootstrapped:
+            return  # bootstrapping: we have just talked to all of them
+        reping: list[RoutingNode] = []
+        for contact in old:
+            if self._tick - contact.tick < 3:
+                self.table.add(contact)  # heard from recently: keep, refresh
+            else:
+                reping.append(contact)
+        if reping:
+            self._reping(reping, new)
+
+    def _reping(self, old: list[RoutingNode], new: RoutingNode) -> None:
+        """Ping the stale contacts one by one; the first that fails makes
+        room for ``new``."""
+        pending = deque(old)
+
+        def next_ping() -> None:
+            if not pending:
+                return
+            contact = pending.popleft()
+
+            def done(err: BaseException | None, _r: Any, _a: Address) -> None:
+                if err is None:
+                    next_ping()
+                    return
+                self._remove_node(contact)
+                if new.id not in self._seen:
+                    self._add_node(new.id, new.address, new.token)
+
+            self.request(
+                messages.RpcRequest(command="_ping", id=self._query_id), contact.address, done
+            )
+
+        next_ping()
+
+    def _ping_some(self) -> None:
+        count = 1 if self.inflight_queries > 2 else 3
+        for contact in list(itertools.islice(self._seen.values(), count)):
+            if self._tick - contact.tick < 3:
+                break
+            self._check(contact)
+
+    def _check(self, contact: RoutingNode) -> None:
+        def done(err: BaseException | None, _r: Any, _a: Address) -> None:
+            if err is not None and self._seen.get(contact.id) is contact:
+                self._remove_node(contact)
+
+        self.request(messages.RpcRequest(command="_ping", id=self._query_id), contact.address, done)

@@ -1,0 +1,406 @@
+"""The blocking DHT node: a :class:`DHTCore` run by a driver.
+
+Every public method is safe to call from many threads (or greenlets) at
+once: calls into the core are serialised by the driver's lock, and waiting
+happens outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..addressing import DEFAULT_PORT, parse_address, resolve_address
+from ..drivers import create_driver
+from ..drivers.base import Driver, SocketLike
+from ..errors import ClosedError
+from ..future import Future
+from ..ipencoding import Address, Node
+from .core import DEFER, DHTCore
+from .query import Query
+from .stream import QueryStream
+from .types import IncomingQuery, QueryResponse, RemoteNode, Stats
+
+__all__ = ["DHT", "QueryHandler", "DatagramHandler"]
+
+log = logging.getLogger(__name__)
+
+#: ``handler(node, query) -> bytes | None``; raising means "no response".
+QueryHandler = Callable[[RemoteNode, IncomingQuery], "bytes | None"]
+#: ``handler(data, address)`` for application datagrams.
+DatagramHandler = Callable[[bytes, Address], None]
+
+
+def _parse_nodes(nodes: Iterable[Any]) -> list[Node]:
+    out = []
+    for n in nodes:
+        if isinstance(n, Node):
+            out.append(n)
+            continue
+        try:
+            nid, addr = n[0], n[1]
+            out.append(Node(bytes(nid), parse_address(addr, what="nodes")))
+        except (TypeError, IndexError, ValueError) as exc:
+            raise ValueError(f"nodes: bad entry {n!r} ({exc})") from None
+    return out
+
+
+class DHT:
+    """A DHT RPC node, wire-compatible with Node.js ``dht-rpc@2.3.0``.
+
+    ``bootstrap`` entries are ``"host:port"`` strings (the port defaults to
+    49737) or ``(host, port)`` tuples. With any bootstrap address (or
+    restored ``nodes``) the node bootstraps in the background at once;
+    :meth:`ready` waits for that, :meth:`bootstrap` runs another round.
+
+    ``backend`` is ``"thread"`` (default), ``"gevent"`` or a backend object
+    such as a :class:`hyperdht.testing.Network` host. ``socket`` lets you
+    pass a bound UDP socket to share (see :meth:`send_datagram`).
+    ``inline_handlers=False`` runs query/update handlers off the receive
+    path (in the driver's pool), for handlers that block.
+
+    Raises ValueError for bad arguments and OSError when the socket cannot
+    be bound.
+    """
+
+    def __init__(
+        self,
+        id: bytes | None = None,
+        bootstrap: Iterable[str | tuple[str, int]] = (),
+        host: str = "0.0.0.0",
+        port: int = 0,
+        ephemeral: bool = False,
+        concurrency: int = 16,
+        nodes: Iterable[Node] = (),
+        socket: SocketLike | None = None,
+        backend: Any = "thread",
+        timeout: float = 1.0,
+        *,
+        ipv6: bool = False,
+        inline_handlers: bool = True,
+    ) -> None:
+        if id is not None and (not isinstance(id, bytes) or len(id) != 32):
+            raise ValueError(f"id must be 32 bytes, got {id!r}")
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+            raise ValueError(f"port must be 0-65535, got {port!r}")
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if isinstance(bootstrap, str) or (
+            isinstance(bootstrap, tuple) and len(bootstrap) == 2 and isinstance(bootstrap[1], int)
+        ):
+            bootstrap = [bootstrap]  # one address given on its own
+        if ipv6 and host == "0.0.0.0":
+            host = "::"
+        boot = [
+            resolve_address(
+                parse_address(b, what="bootstrap", default_port=DEFAULT_PORT),
+                ipv6=ipv6,
+                what="bootstrap",
+            )
+            for b in bootstrap
+        ]
+        restored = _parse_nodes(nodes)
+        self._inline = inline_handlers
+        self._driver: Driver = create_driver(
+            backend, host=host, port=port, ipv6=ipv6, socket=socket
+        )
+        self._core = DHTCore(
+            id=id,
+            ephemeral=ephemeral,
+            concurrency=concurrency,
+            bootstrap=boot,
+            nodes=restored,
+            ipv6=ipv6,
+            timeout=timeout,
+            now=self._driver.now(),
+        )
+        self._timeout = float(timeout)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._ready: Query | None = None
+        self._driver.start(self._core)
+        if boot or restored:
+            with self._driver.locked():
+                self._core.set_now(self._driver.now())
+                self._ready = self._core.bootstrap()
+
+    # -- properties --------------------------------------------------------
+
+    @property
+    def id(self) -> bytes:
+        """This node's 32-byte id."""
+        return self._core.id
+
+    @property
+    def address(self) -> Address:
+        """The local address the socket is bound to."""
+        return self._driver.address
+
+    @property
+    def ephemeral(self) -> bool:
+        """True if this node never gives out its id (others do not store it)."""
+        return self._core.ephemeral
+
+    @property
+    def ipv6(self) -> bool:
+        """True for an IPv6 node (18-byte peers, 50-byte nodes)."""
+        return self._core.ipv6
+
+    @property
+    def stats(self) -> Stats:
+        """Counters: datagrams in/out, requests served, timeouts, drops."""
+        return self._core.stats
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    @property
+    def core(self) -> DHTCore:
+        """The sans-I/O core (for advanced use; hold ``driver.lock``)."""
+        return self._core
+
+    @property
+    def driver(self) -> Driver:
+        """The driver running the core."""
+        return self._driver
+
+    # -- helpers -----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the DHT node is closed")
+
+    def _addr(self, value: Any, what: str) -> Address:
+        return resolve_address(parse_address(value, what=what), ipv6=self._core.ipv6, what=what)
+
+    def _wait(self, fut: Future[Any]) -> Any:
+        # The core always resolves request futures (timeout or cancel); the
+        # cap only guards against a bug turning into a hang.
+        if not self._driver.wait(fut, self._timeout * 20 + 10):
+            raise TimeoutError("internal: request future never resolved")
+        return fut.result()
+
+    def _stream(self, start: Callable[[], Query]) -> QueryStream[Any]:
+        self._check_open()
+        with self._driver.locked():
+            self._core.set_now(self._driver.now())
+            query = start()
+        return QueryStream(self._driver, query)
+
+    # -- operations --------------------------------------------------------
+
+    def ping(self, addr: str | tuple[str, int]) -> Address:
+        """Ping ``addr``; returns our address as that node saw it.
+
+        Raises RequestTimeout when it does not answer.
+        """
+        self._check_open()
+        target = self._addr(addr, "addr")
+        with self._driver.locked():
+            self._core.set_now(self._driver.now())
+            fut = self._core.ping(target)
+        result: Address = self._wait(fut)
+        return result
+
+    def holepunch(self, peer: str | tuple[str, int], referrer: str | tuple[str, int]) -> Address:
+        """Punch a hole to ``peer`` through ``referrer`` (a node that knows
+        it), and return the address the peer's answer came from: use that
+        one, a NAT may have mapped the path to another port.
+
+        Raises RequestTimeout when the punch fails.
+        """
+        self._check_open()
+        p = self._addr(peer, "peer")
+        r = self._addr(referrer, "referrer")
+        with self._driver.locked():
+            self._core.set_now(self._driver.now())
+            fut = self._core.holepunch(p, r)
+        result: Address = self._wait(fut)
+        return result
+
+    def bootstrap(self) -> None:
+        """Run a bootstrap round now and wait for it; raises QueryError if
+        no node answered."""
+        stream = self._stream(self._core.bootstrap)
+        for _ in stream:
+            pass
+        if stream.error is not None:
+            raise stream.error
+
+    def ready(self, timeout: float | None = None) -> bool:
+        """Wait until the initial background bootstrap has finished (at once
+        if there was none); False if ``timeout`` passed first."""
+        query = self._ready
+        if query is None:
+            return True
+        fut: Future[None] = Future()
+
+        def done(_: Query) -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        with self._driver.lock:
+            query.add_done_callback(done)
+        return self._driver.wait(fut, timeout)
+
+    def nodes(self) -> list[Node]:
+        """A snapshot of the routing table; ``DHT(nodes=...)`` accepts it."""
+        with self._driver.lock:
+            return self._core.nodes()
+
+    def on_query(self, command: str, handler: QueryHandler | None) -> None:
+        """Handle queries of ``command``: ``handler(node, query)`` returns the
+        value to send back (bytes or None); raising means no response.
+        None removes the handler."""
+        self._register(command, handler, update=False)
+
+    def on_update(self, command: str, handler: QueryHandler | None) -> None:
+        """Like :meth:`on_query`, for updates (requests carrying a valid
+        round-trip token this node issued)."""
+        self._register(command, handler, update=True)
+
+    def _register(self, command: str, handler: QueryHandler | None, *, update: bool) -> None:
+        if handler is not None and not callable(handler):
+            raise ValueError(f"handler must be callable, got {handler!r}")
+        wrapped: Callable[[IncomingQuery], Any] | None = None
+        if handler is not None:
+            h = handler
+            if self._inline:
+
+                def wrapped(query: IncomingQuery) -> Any:
+                    return h(query.node, query)
+
+            else:
+
+                def wrapped(query: IncomingQuery) -> Any:
+                    self._driver.spawn(self._run_handler, h, query)
+                    return DEFER
+
+        with self._driver.lock:
+            self._core.on_request(command, wrapped, update=update)
+
+    def _run_handler(self, handler: QueryHandler, query: IncomingQuery) -> None:
+        try:
+            value = handler(query.node, query)
+        except Exception:
+            log.debug("handler for %s raised", query.command, exc_info=True)
+            with self._driver.lock:
+                self._core.stats.handler_errors += 1
+            return
+        with self._driver.locked():
+            self._core.reply(query, value)
+
+    def query(
+        self,
+        command: str,
+        target: bytes,
+        value: bytes | None = None,
+        *,
+        nodes: Iterable[Node | Address | tuple[str, int]] | None = None,
+        concurrency: int | None = None,
+        holepunching: bool = True,
+    ) -> QueryStream[QueryResponse]:
+        """Query the nodes closest to ``target`` (32 bytes) with ``command``.
+
+        With ``nodes``, query exactly those and do not move closer. Returns
+        a :class:`QueryStream` of :class:`QueryResponse`.
+        """
+        explicit = self._explicit(nodes)
+        return self._stream(
+            lambda: self._core.query(
+                command,
+                target,
+                value,
+                nodes=explicit,
+                concurrency=concurrency,
+                holepunching=holepunching,
+            )
+        )
+
+    def update(
+        self,
+        command: str,
+        target: bytes,
+        value: bytes | None = None,
+        *,
+        nodes: Iterable[Node | Address | tuple[str, int]] | None = None,
+        concurrency: int | None = None,
+        holepunching: bool = True,
+        verbose: bool = False,
+    ) -> QueryStream[QueryResponse]:
+        """A query followed by a commit: the request is re-sent with each
+        responder's round-trip token to the k closest responders, whose
+        update handlers then run. Yields commit responses (and, with
+        ``verbose``, the query-phase responses too)."""
+        explicit = self._explicit(nodes)
+        return self._stream(
+            lambda: self._core.query(
+                command,
+                target,
+                value,
+                nodes=explicit,
+                concurrency=concurrency,
+                holepunching=holepunching,
+                update=True,
+                verbose=verbose,
+            )
+        )
+
+    def _explicit(
+        self, nodes: Iterable[Node | Address | tuple[str, int]] | None
+    ) -> list[Node | Address] | None:
+        if nodes is None:
+            return None
+        out: list[Node | Address] = []
+        for n in nodes:
+            out.append(n if isinstance(n, Node) else self._addr(n, "nodes"))
+        return out
+
+    def send_datagram(self, data: bytes, addr: str | tuple[str, int]) -> None:
+        """Send an application datagram on the DHT's own UDP port.
+
+        After a hole punch, the punched path is this port's, so this is how
+        an application talks to the peer. The receiver's handler (see
+        :meth:`on_datagram`) gets ``data``; DHT nodes never confuse it with
+        DHT traffic (it travels behind a 3-byte 0xFFFFFF prefix).
+        """
+        self._check_open()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValueError(f"data must be bytes, got {type(data).__name__}")
+        target = self._addr(addr, "addr")
+        with self._driver.locked():
+            self._core.send_datagram(bytes(data), target)
+
+    def on_datagram(self, handler: DatagramHandler | None) -> None:
+        """Receive application datagrams: ``handler(data, address)`` runs on
+        the receiver for each (keep it quick). None removes it."""
+        with self._driver.lock:
+            self._core.on_datagram = handler
+
+    def close(self) -> None:
+        """Stop everything: pending requests fail, streams end, the
+        receiver and timer stop, the socket closes (unless it was passed
+        in). Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        with self._driver.locked():
+            self._core.close()
+        self._driver.close()
+
+    def __enter__(self) -> DHT:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.address.host}:{self.address.port}"
+        return f"<DHT {self.id.hex()[:12]} {state}>"

@@ -1,0 +1,361 @@
+"""The iterative query, sans-I/O (after dht-rpc's ``query-stream.js``).
+
+A :class:`Query` walks towards ``target``: it keeps the k closest nodes seen
+so far sorted by XOR distance, queries the closest not yet queried (at most
+``concurrency`` requests of the node in flight), adds every node a response
+lists, and ends when no unqueried node is left. An update then "commits":
+it re-sends the request, now carrying each responder's round-trip token, to
+the k closest responders.
+
+It runs entirely inside the core's callbacks. Results collect in
+:attr:`Query.results` and :attr:`Query.on_change` is called whenever a
+result arrives or the query ends, so a driver-level stream can wake its
+reader. No thread or greenlet exists per query.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .. import messages
+from ..errors import DecodeError, QueryError
+from ..ipencoding import Address, Node
+from .types import QueryResponse
+
+if TYPE_CHECKING:
+    from .core import DHTCore
+
+__all__ = ["Query", "QueryNode"]
+
+BLANK_ID = bytes(32)
+
+
+class QueryNode:
+    """A candidate of a query: where it is, how far, who told us of it."""
+
+    __slots__ = ("address", "distance", "id", "queried", "referrer", "token")
+
+    def __init__(
+        self,
+        id: bytes,
+        address: Address,
+        distance: int,
+        referrer: Address | None = None,
+        token: bytes | None = None,
+    ) -> None:
+        self.id = id
+        self.address = address
+        self.distance = distance
+        self.referrer = referrer
+        self.token = token
+        self.queried = False
+
+
+def _insert_sorted(node: QueryNode, limit: float, nodes: list[QueryNode]) -> None:
+    if len(nodes) >= limit and not node.distance < nodes[-1].distance:
+        return
+    nid = node.id
+    for other in nodes:
+        if other.id == nid:
+            return
+    if len(nodes) < limit:
+        nodes.append(node)
+    else:
+        nodes[-1] = node
+    pos = len(nodes) - 1
+    while pos and nodes[pos - 1].distance > node.distance:
+        nodes[pos] = nodes[pos - 1]
+        nodes[pos - 1] = node
+        pos -= 1
+
+
+class Query:
+    """One query or update in progress. Create it with
+    :meth:`DHTCore.query`; read :attr:`results`, :attr:`done`,
+    :attr:`error`."""
+
+    def __init__(
+        self,
+        core: DHTCore,
+        command: str,
+        target: bytes,
+        value: bytes | None,
+        *,
+        nodes: Iterable[Node | Address] | None = None,
+        concurrency: int | None = None,
+        holepunching: bool = True,
+        update: bool = False,
+        verbose: bool = False,
+        map: Callable[[QueryResponse], Any] | None = None,
+        k: int = 20,
+        initial: Iterable[Any] = (),
+    ) -> None:
+        self._core = core
+        self.command = command
+        self.target = target
+        self.value = value
+        self._target_int = int.from_bytes(target, "big")
+        self.concurrency = concurrency or core.concurrency
+        self.holepunching = holepunching
+        self.update = update
+        self.verbose = verbose
+        self._map = map
+        self._request = messages.RpcRequest(
+            command=command, id=core._query_id, target=target, value=value
+        )
+        #: Mapped results not yet taken by the reader.
+        self.results: deque[Any] = deque(initial)
+        #: How many results were produced so far.
+        self.yielded = len(self.results)
+        self.responses = 0
+        self.commits = 0
+        self.errors = 0
+        #: Failed single requests (timeouts etc.): warnings, not errors.
+        self.warnings: list[BaseException] = []
+        self.error: QueryError | None = None
+        self.done = False
+        self.destroyed = False
+        #: Called (no arguments) when a result arrives or the query ends.
+        self.on_change: Callable[[], None] | None = None
+        #: When set, ``(alone, background)`` concurrencies for a bootstrap query.
+        self.dynamic_concurrency: tuple[int, int] | None = None
+        self._done_callbacks: list[Callable[[Query], None]] = []
+        self._committing = False
+        self._inflight = 0
+        self._closest: list[QueryNode] = []
+        if nodes is not None:
+            self._pending = [self._copy(n) for n in nodes]
+            self._k: float = float("inf")
+            self._move_closer = False
+            self._bootstrapped = True
+        else:
+            self._pending = []
+            self._k = k
+            self._move_closer = True
+            self._bootstrapped = False
+        core.inflight_queries += 1
+
+    def _copy(self, node: Node | Address) -> QueryNode:
+        if isinstance(node, Node):
+            return QueryNode(node.id, node.address, self._distance(node.id))
+        return QueryNode(BLANK_ID, Address(node[0], node[1]), self._distance(BLANK_ID))
+
+    def _distance(self, id: bytes) -> int:
+        return int.from_bytes(id, "big") ^ self._target_int
+
+    # -- control -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Send the first requests."""
+        if self._core.closed:
+            self._finish(QueryError("node is closed"))
+            return
+        self._continue()
+
+    def add_done_callback(self, fn: Callable[[Query], None]) -> None:
+        """Call ``fn(query)`` when the query ends (at once if it has)."""
+        if self.done:
+            fn(self)
+        else:
+            self._done_callbacks.append(fn)
+
+    def destroy(self) -> None:
+        """Stop: no more requests are sent, responses still in flight are
+        ignored, and the query ends without an error."""
+        if self.destroyed:
+            return
+        self.destroyed = True
+        self._finish(None)
+
+    def push(self, item: Any) -> None:
+        """Add a result that did not come from the network (hyperdht yields
+        the node's own stored peers first)."""
+        if not self.done:
+            self._emit(item)
+
+    # -- internals ---------------------------------------------------------
+
+    def _emit(self, item: Any) -> None:
+        self.results.append(item)
+        self.yielded += 1
+        if self.on_change is not None:
+            self.on_change()
+
+    def _finish(self, error: QueryError | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.error = error
+        self._core.inflight_queries -= 1
+        if self.on_change is not None:
+            self.on_change()
+        callbacks, self._done_callbacks = self._done_callbacks, []
+        for fn in callbacks:
+            fn(self)
+
+    def _finalize(self) -> None:
+        if self.responses == 0:
+            self._finish(QueryError("No nodes responded"))
+        elif self._committing and self.commits == 0:
+            self._finish(QueryError("No close nodes responded"))
+        else:
+            self._finish(None)
+
+    def _continue(self) -> None:
+        if self.done:
+            return
+        if self._core.closed:
+            self._finish(QueryError("node is closed"))
+            return
+        if self.dynamic_concurrency is not None:
+            alone, background = self.dynamic_concurrency
+            self.concurrency = alone if self._core.inflight_queries == 1 else background
+        if self._committing:
+            if self._send_all(self._closest, use_token=True) or self._inflight:
+                return
+            self._finalize()
+            return
+        if not self._bootstrapped:
+            self._bootstrap()
+        if self._send_all(self._pending, use_token=False) or self._inflight:
+            return
+        if self.update:
+            for node in self._closest:
+                node.queried = False
+            self._committing = True
+            if self._send_all(self._closest, use_token=True) or self._inflight:
+                return
+        self._finalize()
+
+    def _bootstrap(self) -> None:
+        self._bootstrapped = True
+        core = self._core
+        closest = core.table.closest(self.target, int(self._k))
+        for contact in closest:
+            self._add_pending(contact.id, contact.address, None)
+        if len(closest) < len(core.bootstrap_nodes):
+            for addr in core.bootstrap_nodes:
+                self._send(QueryNode(BLANK_ID, addr, 0), force=True, use_token=False)
+
+    def _send_all(self, nodes: list[QueryNode], *, use_token: bool) -> int:
+        free = max(0, self.concurrency - self._core.udp.inflight)
+        if not free and not self._inflight:
+            free = 1
+        if not free:
+            return 0
+        sent = 0
+        for node in nodes:
+            if self._send(node, force=False, use_token=use_token):
+                sent += 1
+                if sent == free:
+                    break
+        return sent
+
+    def _send(self, node: QueryNode, *, force: bool, use_token: bool) -> bool:
+        if not force:
+            if node.queried:
+                return False
+            node.queried = True
+        self._inflight += 1
+        request = self._request
+        if use_token and node.token is not None:
+            request = messages.RpcRequest(
+                command=request.command,
+                id=request.id,
+                target=request.target,
+                value=request.value,
+                roundtrip_token=node.token,
+            )
+        committing = self._committing
+
+        def done(err: BaseException | None, res: messages.RpcResponse | None, src: Address) -> None:
+            if err is not None and self.holepunching and node.referrer is not None:
+                self._holepunch(node, request, committing)
+                return
+            self._callback(err, res, src, committing)
+
+        self._core.request(request, node.address, done)
+        return True
+
+    def _holepunch(self, node: QueryNode, request: messages.RpcRequest, committing: bool) -> None:
+        """The node did not answer; it was learnt from a referrer, so ask the
+        referrer to forward a ping (opening the node's NAT towards us), then
+        retry once on the address the punched answer came from."""
+        assert node.referrer is not None
+        punch = self._core.holepunch(node.address, node.referrer)
+
+        def punched(fut: Any) -> None:
+            err = fut.exception()
+            if err is not None:
+                self._callback(err, None, node.address, committing)
+                return
+            addr: Address = fut.result()
+
+            def done(
+                err: BaseException | None, res: messages.RpcResponse | None, src: Address
+            ) -> None:
+                self._callback(err, res, src, committing)
+
+            self._core.request(request, addr, done)
+
+        punch.add_done_callback(punched)
+
+    def _callback(
+        self,
+        err: BaseException | None,
+        res: messages.RpcResponse | None,
+        src: Address,
+        committing: bool,
+    ) -> None:
+        self._inflight -= 1
+        if self.done:
+            return
+        if err is not None or res is None:
+            self.errors += 1
+            if err is not None:
+                self.warnings.append(err)
+            self._continue()
+            return
+        self.responses += 1
+        if committing:
+            self.commits += 1
+        self._add_closest(res, src)
+        if self._move_closer and res.nodes:
+            try:
+                candidates = self._core.node_codec.decode_list(res.nodes)
+            except DecodeError:
+                self._core._drop("bad_nodes")
+                candidates = []
+            for candidate in candidates:
+                self._add_pending(candidate.id, candidate.address, src)
+        rid = res.id
+        if rid is None or (self.update and not self.verbose and not committing):
+            self._continue()
+            return
+        item: Any = QueryResponse(Node(rid, src), res.value)
+        if self._map is not None:
+            item = self._map(item)
+        if item is not None:
+            self._emit(item)
+        self._continue()
+
+    def _add_pending(self, id: bytes, addr: Address, referrer: Address | None) -> None:
+        if id == self._core.id:
+            return
+        _insert_sorted(QueryNode(id, addr, self._distance(id), referrer), self._k, self._pending)
+
+    def _add_closest(self, res: messages.RpcResponse, src: Address) -> None:
+        rid = res.id
+        if rid is None or res.roundtrip_token is None or rid == self._core.id:
+            return
+        prev = None
+        for node in self._pending:
+            if node.id == rid:
+                prev = node
+                break
+        if prev is None:
+            prev = QueryNode(rid, src, self._distance(rid))
+        prev.token = res.roundtrip_token
+        _insert_sorted(prev, self._k, self._closest)

@@ -1,0 +1,139 @@
+"""The request/response layer on its own: framing, tids, ticks, retries."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from hyperdht.errors import RequestCancelled, RequestTimeout
+from hyperdht.ipencoding import Address
+from hyperdht.udprequest import MAX_TID, RequestCore, Response
+
+A = Address("127.0.0.1", 1000)
+B = Address("127.0.0.1", 2000)
+
+
+def make(**kw: object) -> tuple[RequestCore, list[tuple[int, bytes, Address]], list[str]]:
+    incoming: list[tuple[int, bytes, Address]] = []
+    drops: list[str] = []
+    core = RequestCore(
+        rng=random.Random(1),
+        on_request=lambda t, p, a: incoming.append((t, p, a)),
+        on_drop=drops.append,
+        **kw,  # type: ignore[arg-type]
+    )
+    return core, incoming, drops
+
+
+def test_request_framing_and_response_matching() -> None:
+    core, _, _ = make()
+    req = core.request(b"hello", A, now=0.0)
+    [(data, addr)] = core.outbox
+    assert addr == A
+    header = int.from_bytes(data[:2], "big")
+    assert header & 0x8000 and header & 0x7FFF == req.tid
+    assert data[2:] == b"hello"
+    core.receive(req.tid.to_bytes(2, "big") + b"world", A)
+    assert req.result() == Response(b"world", A)
+    assert core.inflight == 0
+
+
+def test_incoming_request_and_response_framing() -> None:
+    core, incoming, _ = make()
+    core.receive(bytes([0x80 | 0x12, 0x34]) + b"q", B)
+    assert incoming == [(0x1234, b"q", B)]
+    core.respond(0x1234, b"r", B)
+    assert core.outbox[-1] == (bytes([0x12, 0x34]) + b"r", B)
+    core.forward_request(0x1234, b"f", A)
+    assert core.outbox[-1] == (bytes([0x92, 0x34]) + b"f", A)
+
+
+def test_tids_start_random_wrap_and_skip_pending() -> None:
+    starts = {RequestCore(rng=random.Random(seed))._next_tid for seed in range(20)}
+    assert len(starts) > 10
+    core, _, _ = make()
+    core._next_tid = MAX_TID - 2
+    tids = [core.request(b"", A, 0.0).tid for _ in range(4)]
+    assert tids == [MAX_TID - 2, MAX_TID - 1, 0, 1]
+    assert all(0 <= t <= MAX_TID for t in tids)
+    core._next_tid = 0  # 0 and 1 are still pending: skipped
+    assert core.request(b"", A, 0.0).tid == 2
+
+
+def test_short_unmatched_and_spoofed_datagrams_dropped() -> None:
+    core, incoming, drops = make()
+    req = core.request(b"", A, 0.0)
+    core.receive(b"\x80", A)
+    core.receive(((req.tid + 1) % MAX_TID).to_bytes(2, "big"), A)
+    core.receive(req.tid.to_bytes(2, "big"), B)
+    assert drops == ["short", "unmatched_response", "unexpected_source"]
+    assert not req.done() and not incoming
+
+
+def test_any_source_accepts_forwarded_answer() -> None:
+    core, _, _ = make()
+    req = core.request(b"", A, 0.0, any_source=True)
+    core.receive(req.tid.to_bytes(2, "big") + b"x", B)
+    assert req.result().address == B
+
+
+def run_ticks(core: RequestCore, until: float) -> None:
+    while (t := core.get_timer()) is not None and t <= until:
+        core.handle_timer(t)
+
+
+def test_timeout_after_five_ticks_fails_on_sixth() -> None:
+    core, _, _ = make(timeout=1.0)
+    req = core.request(b"", A, 0.0)
+    run_ticks(core, 1.25)  # ticks at .25 ... 1.25: five decrements
+    assert not req.done()
+    run_ticks(core, 1.5)
+    assert isinstance(req.exception(), RequestTimeout)
+    assert isinstance(req.exception(), TimeoutError)
+    assert core.timeouts == 1 and core.get_timer() is None  # idle: no more ticks
+
+
+def test_retries_resend_on_4_8_12_schedule() -> None:
+    core, _, _ = make(timeout=1.0, retry=True)
+    req = core.request(b"x", A, 0.0)
+    core.outbox.clear()
+    sent_at = []
+    failed_at = None
+    t = core.get_timer()
+    while t is not None:
+        core.handle_timer(t)
+        if core.outbox:
+            sent_at.append(round(t / 0.25))
+            core.outbox.clear()
+        if req.done() and failed_at is None:
+            failed_at = round(t / 0.25)
+        t = core.get_timer()
+    assert sent_at == [6, 11, 20]  # re-sent after 5+1, then +4+1, +8+1 ticks
+    assert failed_at == 33  # and fails 12+1 ticks after the last re-send
+    assert isinstance(req.exception(), RequestTimeout)
+
+
+def test_late_timer_runs_all_due_ticks() -> None:
+    core, _, _ = make(timeout=1.0)
+    req = core.request(b"", A, 0.0)
+    core.handle_timer(10.0)
+    assert isinstance(req.exception(), RequestTimeout)
+
+
+def test_close_cancels_and_refuses() -> None:
+    core, _, _ = make()
+    req = core.request(b"", A, 0.0)
+    core.close()
+    assert isinstance(req.exception(), RequestCancelled)
+    later = core.request(b"", A, 0.0)
+    assert isinstance(later.exception(), RequestCancelled)
+    core.respond(1, b"", A)
+    core.forward_request(1, b"", A)
+    assert core.outbox == [(req.datagram, A)]  # nothing queued after close
+    assert core.get_timer() is None
+
+
+def test_bad_timeout_rejected() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        RequestCore(timeout=0)
