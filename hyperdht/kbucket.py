@@ -1,0 +1,384 @@
+"""A Kademlia routing table: k-buckets in a binary tree around the local id.
+
+Follows tristanls' ``k-bucket`` (the table dht-rpc uses) and the Go port's
+``kbucket`` package. Contacts are any objects with a ``bytes`` ``id``; the
+table orders them by the XOR distance of their ids to a target, compared as
+big-endian unsigned numbers.
+
+Shape of the tree
+-----------------
+The table starts as one bucket. When a bucket is full and a new contact
+arrives, the bucket splits on the next bit of the id, but only if its range
+holds the local id; the other half is marked "don't split" (tristanls'
+``dontSplit``) and stays a single bucket for ever. So the tree is always a
+comb: at depth ``d`` one leaf ("far bucket" ``d``) holds the contacts whose
+ids first differ from the local id at bit ``d``, and the other branch goes on
+towards the local id, ending in the one leaf that may still split (the "near
+bucket"). This module stores exactly that tree, as a list of far buckets
+indexed by depth plus the near bucket, which lets :meth:`KBucket.add` find a
+contact's bucket with one XOR instead of one step per level.
+
+Ids of any length may be mixed, as in tristanls: bits past the end of an id
+read as 0 when placing it in the tree, and :func:`distance` between ids of
+different lengths treats the missing bytes as differing in every bit.
+
+A full bucket that cannot split does not take the new contact; instead
+``on_ping(old, new)`` is called with the ``ping_count`` least recently seen
+contacts of that bucket, so the owner can ping them and, if one does not
+answer, :meth:`KBucket.remove` it and :meth:`KBucket.add` the new contact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["Contact", "KBucket", "distance"]
+
+
+class Contact(Protocol):
+    """What the table stores: any object with a ``bytes`` ``id`` (e.g. ``ipencoding.Node``)."""
+
+    @property
+    def id(self) -> bytes:
+        """The contact's id."""
+        ...
+
+
+C = TypeVar("C", bound=Contact)
+
+# first_diff() of an id that equals the local id once both are zero-padded:
+# such an id never leaves the near bucket, however deep the tree goes.
+_NEVER = 1 << 62
+
+
+def distance(a: bytes, b: bytes) -> int:
+    """Return the XOR distance between two ids as a non-negative int.
+
+    For ids of equal length this is their XOR read as a big-endian number.
+    For ids of different lengths it is tristanls' definition: XOR over the
+    common prefix, then a 0xff byte for each byte the shorter id lacks (done
+    here exactly, where JavaScript loses precision past 53 bits).
+    """
+    la = len(a)
+    lb = len(b)
+    if la == lb:
+        return int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+    m = min(la, lb)
+    extra = 8 * (max(la, lb) - m)
+    x = int.from_bytes(a[:m], "big") ^ int.from_bytes(b[:m], "big")
+    return (x << extra) | ((1 << extra) - 1)
+
+
+class KBucket(Generic[C]):
+    """A routing table of contacts, at most ``k`` per bucket, closest first on demand.
+
+    ``add`` a contact whenever it is seen; ``closest(target, n)`` gives the
+    ``n`` contacts nearest to ``target``. Within a bucket contacts are kept
+    least recently seen first; adding a known id moves it to the end.
+
+    Callbacks (all optional, all called after the table has changed, so they
+    may modify the table):
+
+    * ``arbiter(incumbent, candidate) -> winner`` picks which of two contacts
+      with the same id to keep; by default the candidate (newer) wins;
+    * ``on_added(contact)``: a new contact was stored;
+    * ``on_removed(contact)``: a contact was removed by :meth:`remove`;
+    * ``on_updated(incumbent, selection)``: a known id was added again and
+      ``selection`` (the arbiter's pick) now stands for it;
+    * ``on_ping(old_contacts, new_contact)``: ``new_contact`` was not stored
+      because its bucket is full and cannot split; ``old_contacts`` are that
+      bucket's ``ping_count`` least recently seen contacts.
+    """
+
+    __slots__ = (
+        "_far",
+        "_lengths",
+        "_local_int",
+        "_local_len",
+        "_max_len",
+        "_near",
+        "_where",
+        "arbiter",
+        "k",
+        "local_id",
+        "on_added",
+        "on_ping",
+        "on_removed",
+        "on_updated",
+        "ping_count",
+    )
+
+    local_id: bytes
+    """The id the tree is built around; never stored as a contact."""
+    k: int
+    """Maximum contacts per bucket."""
+    ping_count: int
+    """How many contacts ``on_ping`` gets."""
+
+    def __init__(
+        self,
+        local_id: bytes,
+        *,
+        k: int = 20,
+        ping_count: int = 3,
+        arbiter: Callable[[C, C], C] | None = None,
+        on_added: Callable[[C], object] | None = None,
+        on_removed: Callable[[C], object] | None = None,
+        on_updated: Callable[[C, C], object] | None = None,
+        on_ping: Callable[[list[C], C], object] | None = None,
+    ) -> None:
+        """Make an empty table around *local_id*.
+
+        Raises ValueError if *local_id* is not non-empty bytes, or *k* or
+        *ping_count* is not an int >= 1.
+        """
+        if not isinstance(local_id, bytes) or not local_id:
+            raise ValueError(f"local_id must be non-empty bytes, got {local_id!r}")
+        if type(k) is not int or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        if type(ping_count) is not int or ping_count < 1:
+            raise ValueError(f"ping_count must be an int >= 1, got {ping_count!r}")
+        self.local_id = local_id
+        self.k = k
+        self.ping_count = ping_count
+        self.arbiter = arbiter
+        self.on_added = on_added
+        self.on_removed = on_removed
+        self.on_updated = on_updated
+        self.on_ping = on_ping
+        self._local_int = int.from_bytes(local_id, "big")
+        self._local_len = len(local_id)
+        # Buckets are dicts id -> contact; insertion order is the
+        # least-recently-seen order (oldest first).
+        self._far: list[dict[bytes, C]] = []
+        self._near: dict[bytes, C] = {}
+        # id -> the bucket holding it, so known ids need no tree lookup.
+        self._where: dict[bytes, dict[bytes, C]] = {}
+        # id length -> number of stored contacts with ids of that length;
+        # closest() can only prune the walk when they all match the target's.
+        self._lengths: dict[int, int] = {}
+        # Longest id ever seen (local id included): past 8 * this many bits
+        # every id reads as zeros, so splitting further cannot separate any.
+        self._max_len = len(local_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"KBucket(local_id={self.local_id.hex()}, k={self.k}, "
+            f"contacts={len(self._where)}, depth={len(self._far)})"
+        )
+
+    # -- lookups ---------------------------------------------------------
+
+    def _first_diff(self, id: bytes) -> int:
+        """Index of the first bit where *id* and the local id differ (zero-padded)."""
+        n = len(id)
+        local_len = self._local_len
+        if n == local_len:
+            x = int.from_bytes(id, "big") ^ self._local_int
+            bits = 8 * n
+        elif n < local_len:
+            x = (int.from_bytes(id, "big") << (8 * (local_len - n))) ^ self._local_int
+            bits = 8 * local_len
+        else:
+            x = int.from_bytes(id, "big") ^ (self._local_int << (8 * (n - local_len)))
+            bits = 8 * n
+        return bits - x.bit_length() if x else _NEVER
+
+    def get(self, id: bytes) -> C | None:
+        """Return the contact with this id, or None."""
+        bucket = self._where.get(id)
+        return None if bucket is None else bucket[id]
+
+    def __contains__(self, id: object) -> bool:
+        """Whether a contact with this id is stored."""
+        try:
+            return id in self._where
+        except TypeError:  # unhashable
+            return False
+
+    def count(self) -> int:
+        """Return the number of stored contacts."""
+        return len(self._where)
+
+    def __len__(self) -> int:
+        """The number of stored contacts."""
+        return len(self._where)
+
+    def __iter__(self) -> Iterator[C]:
+        """Iterate over a snapshot of all contacts, in :meth:`to_list` order."""
+        return iter(self.to_list())
+
+    def to_list(self) -> list[C]:
+        """Return all contacts, bucket by bucket in tree order (lowest ids' bucket first)."""
+        out: list[C] = []
+        for bucket in self._walk(bytes(self._local_len)):
+            out.extend(bucket.values())
+        return out
+
+    def buckets(self) -> list[list[C]]:
+        """Return the contents of every bucket, in tree order (for inspection and stats)."""
+        return [list(bucket.values()) for bucket in self._walk(bytes(self._local_len))]
+
+    # -- changes ---------------------------------------------------------
+
+    def add(self, contact: C) -> None:
+        """Add or refresh a contact (call on every message from it).
+
+        A known id is replaced by the arbiter's pick, which becomes the most
+        recently seen of its bucket (``on_updated``). A new contact is stored
+        (``on_added``) if its bucket has room or can split; otherwise
+        ``on_ping`` is called and the contact is dropped. A contact with the
+        local id is ignored.
+
+        Raises TypeError if ``contact.id`` is not bytes, ValueError if the
+        arbiter returns a contact with another id.
+        """
+        cid = contact.id
+        if type(cid) is not bytes:
+            raise TypeError(f"contact.id must be bytes, got {type(cid).__name__}")
+        bucket = self._where.get(cid)
+        if bucket is not None:
+            incumbent = bucket[cid]
+            if self.arbiter is None:
+                selection = contact
+            else:
+                selection = self.arbiter(incumbent, contact)
+                if selection.id != cid:
+                    raise ValueError("arbiter returned a contact with a different id")
+            del bucket[cid]
+            bucket[cid] = selection
+            if self.on_updated is not None:
+                self.on_updated(incumbent, selection)
+            return
+        if cid == self.local_id:
+            return
+
+        n = len(cid)
+        if n > self._max_len:
+            self._max_len = n
+        fd = self._first_diff(cid)
+        k = self.k
+        while True:
+            depth = len(self._far)
+            if fd < depth:
+                bucket = self._far[fd]
+                if len(bucket) >= k:
+                    break
+            else:
+                bucket = self._near
+                if len(bucket) >= k:
+                    if depth >= 8 * self._max_len:
+                        break
+                    self._split()
+                    continue
+            bucket[cid] = contact
+            self._where[cid] = bucket
+            self._lengths[n] = self._lengths.get(n, 0) + 1
+            if self.on_added is not None:
+                self.on_added(contact)
+            return
+        if self.on_ping is not None:
+            self.on_ping(list(islice(bucket.values(), self.ping_count)), contact)
+
+    def _split(self) -> None:
+        """Split the near bucket on the next bit: who differs there moves to a new far bucket."""
+        d = len(self._far)
+        far: dict[bytes, C] = {}
+        near = self._near
+        first_diff = self._first_diff
+        where = self._where
+        for cid in [cid for cid in near if first_diff(cid) == d]:
+            far[cid] = near.pop(cid)
+            where[cid] = far
+        self._far.append(far)
+
+    def remove(self, id: bytes) -> C | None:
+        """Remove and return the contact with this id (None if absent); calls ``on_removed``.
+
+        Buckets never merge back, as in tristanls.
+        """
+        bucket = self._where.pop(id, None)
+        if bucket is None:
+            return None
+        contact = bucket.pop(id)
+        n = len(id)
+        left = self._lengths[n] - 1
+        if left:
+            self._lengths[n] = left
+        else:
+            del self._lengths[n]
+        if self.on_removed is not None:
+            self.on_removed(contact)
+        return contact
+
+    # -- closest ---------------------------------------------------------
+
+    def _walk(self, target: bytes) -> Iterator[dict[bytes, C]]:
+        """Yield the buckets nearest-first for *target*: a depth-first walk of the
+        tree that at each node enters the child on the target's side first.
+
+        For ids as long as the target, every contact of a bucket yielded
+        earlier is closer to the target than every contact of one yielded
+        later (their lowest common ancestor splits on a bit where the earlier
+        one agrees with the target and the later one does not).
+        """
+        far = self._far
+        depth = len(far)
+        local_len = self._local_len
+        tlen = len(target)
+        # target XOR local id, both zero-padded to the same width.
+        width = max(tlen, local_len)
+        x = (int.from_bytes(target, "big") << (8 * (width - tlen))) ^ (
+            self._local_int << (8 * (width - local_len))
+        )
+        top = 8 * width - 1
+        deferred: list[dict[bytes, C]] = []
+        for d in range(min(depth, top + 1)):
+            if (x >> (top - d)) & 1:
+                # The target differs from the local id here: the far bucket
+                # is on its side, the rest of the tree on the other.
+                if far[d]:
+                    yield far[d]
+            elif far[d]:
+                deferred.append(far[d])
+        # Past the target's and local id's bits both read 0: the target
+        # follows the local id, far buckets there come last.
+        deferred.extend(b for b in far[top + 1 :] if b)
+        yield self._near
+        yield from reversed(deferred)
+
+    def closest(self, target: bytes, n: int | None = None) -> list[C]:
+        """Return up to *n* contacts (all if None) nearest to *target*, nearest first.
+
+        Nearness is :func:`distance`. Only the buckets nearest to the target
+        are visited and sorted when every stored id is as long as *target*
+        (the normal case); with mixed lengths all contacts are sorted.
+
+        Raises TypeError if *target* is not bytes, ValueError if *n* is negative.
+        """
+        if not isinstance(target, bytes):
+            raise TypeError(f"target must be bytes, got {type(target).__name__}")
+        total = len(self._where)
+        if n is None:
+            n = total
+        elif n < 0:
+            raise ValueError(f"n must be >= 0, got {n!r}")
+        if n == 0 or total == 0:
+            return []
+        lengths = self._lengths
+        tlen = len(target)
+        if len(lengths) == 1 and tlen in lengths:
+            t = int.from_bytes(target, "big")
+            found: list[C] = []
+            for bucket in self._walk(target):
+                found.extend(bucket.values())
+                if len(found) >= n:
+                    break
+            if len(found) > 1:
+                found.sort(key=lambda c: int.from_bytes(c.id, "big") ^ t)
+            return found[:n]
+        everything = [c for bucket in self._walk(target) for c in bucket.values()]
+        everything.sort(key=lambda c: distance(c.id, target))
+        return everything[:n]
