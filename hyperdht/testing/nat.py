@@ -1,0 +1,255 @@
+"""NAT emulation: address translation and inbound filtering.
+
+A :class:`NAT` sits between a private LAN of hosts and the simulated public
+network. It follows the vocabulary of RFC 4787:
+
+* **mapping** decides which public port an outgoing datagram leaves from.
+  ``"endpoint-independent"`` reuses one public port per internal socket for
+  every destination (what makes hole punching work); ``"address-dependent"``
+  allocates one per destination IP; ``"symmetric"`` (address-and-port
+  dependent) one per destination IP and port, so the address a rendezvous
+  server observes is useless to anybody else and hole punching fails.
+* **filtering** decides which inbound datagrams a mapping lets through.
+  ``"full-cone"`` admits anybody; ``"address-restricted"`` only IPs the
+  internal socket has sent to through that mapping; ``"port-restricted"``
+  only the exact IP and port it has sent to.
+
+With a ``timeout``, a mapping (and each permission of its filter) expires
+that many virtual seconds after the last *outbound* datagram that used it;
+a later datagram then gets a fresh public port, as on a real NAT. Inbound
+traffic does not refresh anything (RFC 4787 allows either; this is the
+stricter choice, which shows whether an application sends keep-alives).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from ..ipencoding import Address
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .network import Network
+
+__all__ = ["NAT", "NATMapping", "MappingBehavior", "FilteringBehavior"]
+
+#: How a :class:`NAT` picks the public port of an outgoing datagram.
+MappingBehavior = Literal["endpoint-independent", "address-dependent", "symmetric"]
+#: Which inbound datagrams a :class:`NAT` mapping admits.
+FilteringBehavior = Literal["full-cone", "address-restricted", "port-restricted"]
+
+_MAPPINGS = ("endpoint-independent", "address-dependent", "symmetric")
+_FILTERINGS = ("full-cone", "address-restricted", "port-restricted")
+
+# Public ports a NAT hands out, in order, wrapping around.
+_FIRST_PORT = 20000
+_LAST_PORT = 65535
+
+
+class NATMapping(NamedTuple):
+    """One live translation of a :class:`NAT`, for inspection."""
+
+    #: The internal socket (private IP and port).
+    internal: Address
+    #: Where the NAT makes it appear on the public network.
+    public: Address
+    #: The destination the mapping is bound to: None for endpoint-independent
+    #: mapping, its IP for address-dependent, ``(ip, port)`` for symmetric.
+    remote: str | tuple[str, int] | None
+    #: Virtual time of the last outbound datagram through it.
+    last_used: float
+
+
+class _Mapping:
+    __slots__ = ("internal", "key", "last_used", "permits", "public", "remote")
+
+    def __init__(
+        self,
+        key: object,
+        internal: Address,
+        public: Address,
+        remote: str | tuple[str, int] | None,
+        now: float,
+    ) -> None:
+        self.key = key
+        self.internal = internal
+        self.public = public
+        self.remote = remote
+        self.last_used = now
+        # remote IP, or (IP, port), -> virtual time it was last sent to.
+        self.permits: dict[object, float] = {}
+
+
+class NAT:
+    """A NAT device: create it with :meth:`Network.nat`, then put hosts
+    behind it with ``network.host(ip, nat=nat)``.
+
+    The hosts behind one NAT form a LAN: they reach each other directly by
+    their private IPs, and everybody else only through the NAT's public IP.
+    """
+
+    __slots__ = (
+        "_by_port",
+        "_filtering",
+        "_full_cone",
+        "_hairpin",
+        "_lan",
+        "_mapping",
+        "_mappings",
+        "_network",
+        "_next_port",
+        "_port_restricted",
+        "_public_ip",
+        "_timeout",
+    )
+
+    def __init__(
+        self,
+        network: Network,
+        public_ip: str,
+        *,
+        mapping: MappingBehavior = "endpoint-independent",
+        filtering: FilteringBehavior = "port-restricted",
+        timeout: float | None = None,
+        hairpin: bool = False,
+    ) -> None:
+        """Use :meth:`Network.nat` rather than calling this directly.
+
+        Raises ValueError for an unknown ``mapping`` or ``filtering`` or a
+        ``timeout`` that is not positive.
+        """
+        if mapping not in _MAPPINGS:
+            raise ValueError(f"mapping: expected one of {_MAPPINGS}, got {mapping!r}")
+        if filtering not in _FILTERINGS:
+            raise ValueError(f"filtering: expected one of {_FILTERINGS}, got {filtering!r}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout: must be positive or None, got {timeout!r}")
+        self._network = network
+        self._public_ip = public_ip
+        self._mapping: MappingBehavior = mapping
+        self._filtering: FilteringBehavior = filtering
+        self._timeout = timeout
+        self._hairpin = hairpin
+        self._lan: dict[str, Host] = {}
+        self._mappings: dict[object, _Mapping] = {}
+        self._by_port: dict[int, _Mapping] = {}
+        self._next_port = _FIRST_PORT
+        self._port_restricted = filtering == "port-restricted"
+        self._full_cone = filtering == "full-cone"
+
+    @property
+    def network(self) -> Network:
+        """The network this NAT is attached to."""
+        return self._network
+
+    @property
+    def public_ip(self) -> str:
+        """The NAT's address on the public network."""
+        return self._public_ip
+
+    @property
+    def mapping(self) -> MappingBehavior:
+        """The mapping behaviour (see the module docstring)."""
+        return self._mapping
+
+    @property
+    def filtering(self) -> FilteringBehavior:
+        """The filtering behaviour (see the module docstring)."""
+        return self._filtering
+
+    @property
+    def timeout(self) -> float | None:
+        """Idle seconds after which a mapping expires (None: never)."""
+        return self._timeout
+
+    @property
+    def hairpin(self) -> bool:
+        """Whether a host behind the NAT can reach the NAT's own public
+        address (and so a neighbour through its public mapping)."""
+        return self._hairpin
+
+    @property
+    def hosts(self) -> list[Host]:
+        """The hosts behind this NAT, in creation order."""
+        return list(self._lan.values())
+
+    def mappings(self) -> list[NATMapping]:
+        """The live (unexpired) translations, oldest public port first."""
+        now = self._network.now
+        timeout = self._timeout
+        return [
+            NATMapping(m.internal, m.public, m.remote, m.last_used)
+            for m in sorted(self._mappings.values(), key=lambda m: m.public.port)
+            if timeout is None or now - m.last_used <= timeout
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"<NAT {self._public_ip} mapping={self._mapping} filtering={self._filtering}"
+            f" hosts={len(self._lan)} mappings={len(self._mappings)}>"
+        )
+
+    # -- used by Network, on the hot path ------------------------------------
+
+    def _outbound(self, internal: Address, dst: tuple[str, int], now: float) -> Address:
+        """Translate a datagram from ``internal`` to ``dst``: the public
+        source address it leaves with (creating or refreshing a mapping)."""
+        mode = self._mapping
+        remote: str | tuple[str, int] | None
+        if mode == "endpoint-independent":
+            key: object = internal
+            remote = None
+        elif mode == "symmetric":
+            remote = (dst[0], dst[1])
+            key = (internal, remote)
+        else:
+            remote = dst[0]
+            key = (internal, remote)
+        m = self._mappings.get(key)
+        timeout = self._timeout
+        if m is not None and timeout is not None and now - m.last_used > timeout:
+            self._expire(m)
+            m = None
+        if m is None:
+            m = _Mapping(
+                key, internal, Address(self._public_ip, self._allocate_port()), remote, now
+            )
+            self._mappings[key] = m
+            self._by_port[m.public.port] = m
+        m.last_used = now
+        if self._port_restricted:
+            m.permits[(dst[0], dst[1])] = now
+        elif not self._full_cone:
+            m.permits[dst[0]] = now
+        return m.public
+
+    def _inbound(self, src: tuple[str, int], port: int, now: float) -> Address | None:
+        """The internal address a datagram from ``src`` to the public
+        ``port`` goes to, or None if the NAT filters it out."""
+        m = self._by_port.get(port)
+        if m is None:
+            return None
+        timeout = self._timeout
+        if timeout is not None and now - m.last_used > timeout:
+            self._expire(m)
+            return None
+        if self._full_cone:
+            return m.internal
+        sent = m.permits.get((src[0], src[1]) if self._port_restricted else src[0])
+        if sent is None or (timeout is not None and now - sent > timeout):
+            return None
+        return m.internal
+
+    def _expire(self, m: _Mapping) -> None:
+        del self._mappings[m.key]
+        del self._by_port[m.public.port]
+
+    def _allocate_port(self) -> int:
+        by_port = self._by_port
+        port = self._next_port
+        for _ in range(_LAST_PORT - _FIRST_PORT + 1):
+            if port not in by_port:
+                self._next_port = port + 1 if port < _LAST_PORT else _FIRST_PORT
+                return port
+            port = port + 1 if port < _LAST_PORT else _FIRST_PORT
+        raise RuntimeError(f"NAT {self._public_ip}: every public port is mapped")

@@ -1,0 +1,629 @@
+"""The simulated network: a virtual clock, an event heap, and datagram
+delivery with latency, jitter, loss, duplication, reordering and NAT.
+
+The loop pops ``(time, seq, callback, args)`` entries in time order (ties in
+scheduling order), sets the clock to the entry's time and runs the
+callback. Nothing sleeps and the wall clock is never read; all randomness
+comes from one ``random.Random(seed)``, so a run is a pure function of the
+seed and of what the test does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..ipencoding import Address
+from .host import Host
+from .nat import NAT, FilteringBehavior, MappingBehavior
+
+if TYPE_CHECKING:
+    from .driver import SimDriver
+
+__all__ = ["Network", "NetworkStats", "TraceEvent", "ScheduledCall"]
+
+_REENTRANT = (
+    "the simulated network's event loop is already running: {what} was called from a "
+    "datagram, timer or spawned callback. The simulator is single-threaded and cannot "
+    "block there; use Future.add_done_callback(), or call blocking APIs only from the "
+    "test's top level"
+)
+
+# First addresses handed out when Network.host()/nat() get no IP: the
+# benchmarking range (RFC 2544) for the public network, 10/8 behind a NAT.
+_AUTO_PUBLIC = int(ipaddress.IPv4Address("198.18.0.1"))
+_AUTO_PRIVATE = int(ipaddress.IPv4Address("10.0.0.2"))
+
+
+class TraceEvent(NamedTuple):
+    """One thing that happened on the network, as passed to ``Network.trace``.
+
+    ``kind`` is ``"send"`` (an endpoint handed a datagram to the network;
+    ``src`` is its local address), ``"deliver"`` (``src`` is the address the
+    receiver sees, ``dst`` the receiver's local address), ``"drop"``
+    (``reason`` is ``"loss"``, ``"no_listener"``, ``"nat_filtered"`` or
+    ``"no_route"``) or ``"timer"`` (an endpoint's timer fired; ``src`` and
+    ``dst`` are its address, ``data`` is empty).
+    """
+
+    time: float
+    kind: str
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    data: bytes
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkStats:
+    """A snapshot of the network's datagram counters (see ``Network.stats``)."""
+
+    #: Datagrams endpoints handed to the network.
+    sent: int = 0
+    #: Datagrams handed to an endpoint (a duplicate counts twice).
+    delivered: int = 0
+    #: Extra copies created by the ``duplicate`` rate.
+    duplicated: int = 0
+    #: Dropped by the ``loss`` rate.
+    dropped_loss: int = 0
+    #: Dropped because nothing was bound at the destination on arrival.
+    dropped_no_listener: int = 0
+    #: Dropped by a NAT: no mapping on that port, filtered, or expired.
+    dropped_nat_filtered: int = 0
+    #: Dropped because a NATed host sent to its own NAT without hairpinning.
+    dropped_no_route: int = 0
+
+    @property
+    def dropped(self) -> int:
+        """All drops, whatever the reason."""
+        return (
+            self.dropped_loss
+            + self.dropped_no_listener
+            + self.dropped_nat_filtered
+            + self.dropped_no_route
+        )
+
+
+class ScheduledCall:
+    """A callback scheduled with :meth:`Network.call_at` / ``call_later``."""
+
+    __slots__ = ("_args", "_cancelled", "_fn", "when")
+
+    def __init__(self, when: float, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        """Use :meth:`Network.call_at` rather than calling this directly."""
+        #: The virtual time it is due.
+        self.when = when
+        self._fn = fn
+        self._args = args
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Do not run it (no effect once it has run)."""
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled
+
+    def _fire(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self._fn(*self._args)
+
+
+def _rate(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}: must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _delay(name: str, value: float) -> float:
+    if not 0.0 <= value < math.inf:
+        raise ValueError(f"{name}: must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+class Network:
+    """An in-memory UDP network with a virtual clock.
+
+    Every datagram takes ``latency`` seconds plus a uniform random extra
+    in ``[0, jitter)``; it is lost with probability ``loss``, sent twice
+    with probability ``duplicate`` (each copy with its own delay), and
+    held back an extra ``reorder_delay`` seconds with probability
+    ``reorder``, so that datagrams sent after it overtake it
+    (``reorder_delay`` defaults to ``latency + jitter``, or 1 ms if both
+    are 0). These link properties are attributes and may be changed at any
+    time. A datagram between two hosts behind the same NAT takes the same
+    path delay; crossing a NAT adds none.
+
+    The network is not thread-safe: drive it, and every endpoint on it,
+    from one thread. Raises ValueError for a rate outside [0, 1] or a
+    negative delay.
+    """
+
+    __slots__ = (
+        "_auto_ip",
+        "_delivered",
+        "_dropped_loss",
+        "_dropped_nat_filtered",
+        "_dropped_no_listener",
+        "_dropped_no_route",
+        "_duplicate",
+        "_duplicated",
+        "_events",
+        "_heap",
+        "_hosts",
+        "_jitter",
+        "_latency",
+        "_loss",
+        "_nats",
+        "_now",
+        "_reorder",
+        "_reorder_delay",
+        "_rng",
+        "_running",
+        "_sent",
+        "_seq",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        latency: float = 0.01,
+        jitter: float = 0.0,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        reorder: float = 0.0,
+        reorder_delay: float | None = None,
+        trace: Callable[[TraceEvent], object] | None = None,
+    ) -> None:
+        """A network whose randomness is drawn from ``random.Random(seed)``;
+        see the class docstring for the link parameters. ``trace``, if
+        given, is called with a :class:`TraceEvent` for everything that
+        happens (``trace=events.append`` records a list)."""
+        self._rng = random.Random(seed)
+        self._now = 0.0
+        self._heap: list[tuple[float, int, Callable[..., object], tuple[Any, ...]]] = []
+        self._seq = 0
+        self._running = False
+        self._events = 0
+        self._latency = _delay("latency", latency)
+        self._jitter = _delay("jitter", jitter)
+        self._loss = _rate("loss", loss)
+        self._duplicate = _rate("duplicate", duplicate)
+        self._reorder = _rate("reorder", reorder)
+        self._reorder_delay = (
+            None if reorder_delay is None else _delay("reorder_delay", reorder_delay)
+        )
+        # Public IP -> host or NAT. A private IP lives in its NAT's LAN.
+        self._hosts: dict[str, Host] = {}
+        self._nats: dict[str, NAT] = {}
+        self._auto_ip = _AUTO_PUBLIC
+        self._sent = 0
+        self._delivered = 0
+        self._duplicated = 0
+        self._dropped_loss = 0
+        self._dropped_no_listener = 0
+        self._dropped_nat_filtered = 0
+        self._dropped_no_route = 0
+        #: Called with a :class:`TraceEvent` for every send, delivery, drop
+        #: and timer, or None. May be set at any time.
+        self.trace: Callable[[TraceEvent], object] | None = trace
+
+    # -- link properties ------------------------------------------------------
+
+    @property
+    def latency(self) -> float:
+        """One-way delay of every datagram, in seconds."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        self._latency = _delay("latency", value)
+
+    @property
+    def jitter(self) -> float:
+        """Upper bound of the uniform random delay added to ``latency``."""
+        return self._jitter
+
+    @jitter.setter
+    def jitter(self, value: float) -> None:
+        self._jitter = _delay("jitter", value)
+
+    @property
+    def loss(self) -> float:
+        """Probability that a datagram is dropped."""
+        return self._loss
+
+    @loss.setter
+    def loss(self, value: float) -> None:
+        self._loss = _rate("loss", value)
+
+    @property
+    def duplicate(self) -> float:
+        """Probability that a datagram is delivered twice."""
+        return self._duplicate
+
+    @duplicate.setter
+    def duplicate(self, value: float) -> None:
+        self._duplicate = _rate("duplicate", value)
+
+    @property
+    def reorder(self) -> float:
+        """Probability that a datagram is held back by ``reorder_delay``."""
+        return self._reorder
+
+    @reorder.setter
+    def reorder(self, value: float) -> None:
+        self._reorder = _rate("reorder", value)
+
+    @property
+    def reorder_delay(self) -> float:
+        """Extra delay of a reordered datagram (see the class docstring)."""
+        if self._reorder_delay is not None:
+            return self._reorder_delay
+        return (self._latency + self._jitter) or 0.001
+
+    @reorder_delay.setter
+    def reorder_delay(self, value: float | None) -> None:
+        self._reorder_delay = None if value is None else _delay("reorder_delay", value)
+
+    # -- topology --------------------------------------------------------------
+
+    def host(self, ip: str | None = None, *, nat: NAT | None = None) -> Host:
+        """Add a machine with address ``ip`` and return it.
+
+        Without ``nat`` the host is on the public network; with it, it sits
+        on that NAT's LAN (private IPs may repeat across NATs). Without
+        ``ip``, the next free address of 198.18.0.0/15 (public) or 10/8
+        (behind a NAT) is used. Raises ValueError for an invalid or taken
+        address, or a NAT of another network.
+        """
+        if nat is not None and nat.network is not self:
+            raise ValueError("nat: belongs to another Network")
+        if nat is None:
+            taken = self._taken
+        else:
+            lan, public_ip = nat._lan, nat.public_ip
+
+            def taken(ip: str) -> bool:
+                return ip in lan or ip == public_ip
+
+        if ip is None:
+            ip = self._auto(taken, public=nat is None, start=0 if nat is None else len(nat._lan))
+        else:
+            ip = _check_ip("ip", ip)
+            if taken(ip):
+                raise ValueError(f"ip: {ip} is already in use")
+        host = Host(self, ip, nat)
+        if nat is None:
+            self._hosts[ip] = host
+        else:
+            nat._lan[ip] = host
+        return host
+
+    def nat(
+        self,
+        public_ip: str | None = None,
+        *,
+        mapping: MappingBehavior = "endpoint-independent",
+        filtering: FilteringBehavior = "port-restricted",
+        timeout: float | None = None,
+        hairpin: bool = False,
+    ) -> NAT:
+        """Add a NAT with address ``public_ip`` on the public network.
+
+        ``mapping``: ``"endpoint-independent"`` (default), ``"address-
+        dependent"`` or ``"symmetric"``; ``filtering``: ``"port-restricted"``
+        (default), ``"address-restricted"`` or ``"full-cone"``; ``timeout``:
+        idle seconds before a mapping expires (None: never); ``hairpin``:
+        whether hosts behind it may send to its public address. See
+        :mod:`hyperdht.testing.nat`. Without ``public_ip`` the next free
+        public address is used. Raises ValueError for a bad argument or a
+        taken address.
+        """
+        if public_ip is None:
+            public_ip = self._auto(self._taken, public=True)
+        else:
+            public_ip = _check_ip("public_ip", public_ip)
+            if self._taken(public_ip):
+                raise ValueError(f"public_ip: {public_ip} is already in use")
+        nat = NAT(
+            self, public_ip, mapping=mapping, filtering=filtering, timeout=timeout, hairpin=hairpin
+        )
+        self._nats[public_ip] = nat
+        return nat
+
+    @property
+    def hosts(self) -> list[Host]:
+        """The public hosts, in creation order (NATed ones: ``NAT.hosts``)."""
+        return list(self._hosts.values())
+
+    @property
+    def nats(self) -> list[NAT]:
+        """The NATs, in creation order."""
+        return list(self._nats.values())
+
+    # -- clock and loop --------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        """The virtual clock, in seconds since the network was created."""
+        return self._now
+
+    @property
+    def events_processed(self) -> int:
+        """How many events the loop has run so far."""
+        return self._events
+
+    @property
+    def pending(self) -> int:
+        """How many events are scheduled (superseded timers included)."""
+        return len(self._heap)
+
+    @property
+    def running(self) -> bool:
+        """True while the event loop runs (inside a callback)."""
+        return self._running
+
+    def step(self) -> bool:
+        """Run the next event, advancing the clock to it; False if none is
+        scheduled. Raises RuntimeError from inside the loop."""
+        return self._loop(math.inf, None, 1, "step()") == 1
+
+    def run(self, until: float | None = None, max_events: int | None = None) -> int:
+        """Run events in time order until none is due at or before the
+        absolute virtual time ``until`` (then the clock moves to ``until``),
+        or, with ``until=None``, until none is left (endpoints with
+        periodic timers never let that happen: pass ``until``). Stops early
+        after ``max_events`` events. Returns how many ran.
+
+        Raises ValueError if ``until`` is in the past, and RuntimeError when
+        called from inside the loop (a datagram, timer or spawned callback):
+        ``run*``, ``step`` and the blocking waits of drivers cannot nest. An
+        exception raised by a callback propagates; the loop can be resumed.
+        """
+        if until is not None and until < self._now:
+            raise ValueError(f"until: {until!r} is before now ({self._now!r})")
+        if max_events is not None and max_events < 0:
+            raise ValueError(f"max_events: must be >= 0, got {max_events!r}")
+        horizon = math.inf if until is None else until
+        count = self._loop(horizon, None, -1 if max_events is None else max_events)
+        heap = self._heap
+        if until is not None and not (heap and heap[0][0] <= until):
+            self._now = until
+        return count
+
+    def run_for(self, seconds: float, max_events: int | None = None) -> int:
+        """``run(until=now + seconds)``: run ``seconds`` of virtual time."""
+        if not seconds >= 0:
+            raise ValueError(f"seconds: must be >= 0, got {seconds!r}")
+        return self.run(self._now + seconds, max_events)
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Run events until ``predicate()`` is true (checked before the
+        first and after every event) and return True, with the clock at the
+        event that made it true; or return False once ``timeout`` virtual
+        seconds have passed (clock at the deadline) or, without a timeout,
+        once nothing is left scheduled. Raises like :meth:`run`."""
+        if timeout is None:
+            self._loop(math.inf, predicate, -1, "run_until()")
+            return predicate()
+        deadline = self._now + max(timeout, 0.0)
+        self._loop(deadline, predicate, -1, "run_until()")
+        if predicate():
+            return True
+        self._now = deadline
+        return False
+
+    def call_at(self, when: float, fn: Callable[..., object], *args: Any) -> ScheduledCall:
+        """Run ``fn(*args)`` from the loop at virtual time ``when`` (now if
+        it is in the past); cancellable through the returned handle."""
+        call = ScheduledCall(max(when, self._now), fn, args)
+        self._schedule(call.when, call._fire, ())
+        return call
+
+    def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> ScheduledCall:
+        """``call_at(now + delay, fn, *args)``."""
+        return self.call_at(self._now + delay, fn, *args)
+
+    # -- statistics ------------------------------------------------------------
+
+    @property
+    def stats(self) -> NetworkStats:
+        """A snapshot of the datagram counters."""
+        return NetworkStats(
+            sent=self._sent,
+            delivered=self._delivered,
+            duplicated=self._duplicated,
+            dropped_loss=self._dropped_loss,
+            dropped_no_listener=self._dropped_no_listener,
+            dropped_nat_filtered=self._dropped_nat_filtered,
+            dropped_no_route=self._dropped_no_route,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Network now={self._now:.6f} hosts={len(self._hosts)} nats={len(self._nats)}"
+            f" pending={len(self._heap)}>"
+        )
+
+    # -- internals -------------------------------------------------------------
+
+    def _loop(
+        self, horizon: float, stop: Callable[[], bool] | None, limit: int, what: str = "run()"
+    ) -> int:
+        if self._running:
+            raise RuntimeError(_REENTRANT.format(what=what))
+        heap = self._heap
+        pop = heapq.heappop
+        count = 0
+        self._running = True
+        try:
+            if stop is None:
+                while heap and heap[0][0] <= horizon and count != limit:
+                    t, _, fn, args = pop(heap)
+                    self._now = t
+                    count += 1
+                    fn(*args)
+            elif not stop():
+                while heap and heap[0][0] <= horizon and count != limit:
+                    t, _, fn, args = pop(heap)
+                    self._now = t
+                    count += 1
+                    fn(*args)
+                    if stop():
+                        break
+        finally:
+            self._running = False
+            self._events += count
+        return count
+
+    def _block(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """What the drivers' blocking waits run on (see SimDriver.wait)."""
+        if self._running:
+            if timeout is not None and timeout <= 0:
+                return predicate()
+            raise RuntimeError(_REENTRANT.format(what="a blocking wait()"))
+        if self.run_until(predicate, timeout):
+            return True
+        if timeout is None:
+            raise RuntimeError(
+                "simulated deadlock: waiting without a timeout, but nothing is scheduled "
+                "on the network any more, so it can never happen"
+            )
+        return False
+
+    def _schedule(self, when: float, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self._seq = seq = self._seq + 1
+        heapq.heappush(self._heap, (when, seq, fn, args))
+
+    def _arm_timer(self, driver: SimDriver, deadline: float) -> None:
+        when = deadline if deadline > self._now else self._now
+        self._seq = seq = self._seq + 1
+        driver._timer_at = when
+        driver._timer_seq = seq
+        heapq.heappush(self._heap, (when, seq, driver._on_timer, (seq,)))
+
+    def _send(self, driver: SimDriver, out: Sequence[tuple[bytes, tuple[str, int]]]) -> None:
+        """Route the datagrams ``driver``'s endpoint queued."""
+        now = self._now
+        src = driver._address
+        nat = driver._host._nat
+        trace = self.trace
+        self._sent += len(out)
+        for data, dst in out:
+            if trace is not None:
+                trace(TraceEvent(now, "send", src, dst, data))
+            if nat is None:
+                self._transmit(None, dst, data, src)
+            elif dst[0] in nat._lan:
+                self._transmit(nat, dst, data, src)
+            elif dst[0] == nat._public_ip and not nat._hairpin:
+                self._drop("no_route", src, dst, data)
+            else:
+                self._transmit(None, dst, data, nat._outbound(src, dst, now))
+
+    def _transmit(self, realm: NAT | None, dst: tuple[str, int], data: bytes, src: Address) -> None:
+        """Put one datagram on the wire of ``realm`` (None: public)."""
+        rng = self._rng
+        if self._loss and rng.random() < self._loss:
+            self._drop("loss", src, dst, data)
+            return
+        copies = 1
+        if self._duplicate and rng.random() < self._duplicate:
+            copies = 2
+            self._duplicated += 1
+        heap = self._heap
+        args = (realm, dst, data, src)
+        deliver = self._deliver
+        for _ in range(copies):
+            when = self._now + self._latency
+            if self._jitter:
+                when += rng.random() * self._jitter
+            if self._reorder and rng.random() < self._reorder:
+                when += self.reorder_delay
+            self._seq = seq = self._seq + 1
+            heapq.heappush(heap, (when, seq, deliver, args))
+
+    def _deliver(self, realm: NAT | None, dst: tuple[str, int], data: bytes, src: Address) -> None:
+        """A datagram arrives at ``dst`` in ``realm``."""
+        ip = dst[0]
+        if realm is None:
+            host = self._hosts.get(ip)
+            if host is None:
+                nat = self._nats.get(ip)
+                if nat is None:
+                    self._drop("no_listener", src, dst, data)
+                    return
+                internal = nat._inbound(src, dst[1], self._now)
+                if internal is None:
+                    self._drop("nat_filtered", src, dst, data)
+                    return
+                host = nat._lan.get(internal[0])
+                dst = internal
+        else:
+            host = realm._lan.get(ip)
+        driver = host._ports.get(dst[1]) if host is not None else None
+        if driver is None:
+            self._drop("no_listener", src, dst, data)
+            return
+        endpoint = driver._endpoint
+        if endpoint is None:
+            driver._backlog.append((data, src))
+            return
+        self._delivered += 1
+        if self.trace is not None:
+            self.trace(TraceEvent(self._now, "deliver", src, driver._address, data))
+        with driver.lock:
+            endpoint.receive_datagram(data, src, self._now)
+            driver.flush()
+
+    def _drop(self, reason: str, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> None:
+        if reason == "loss":
+            self._dropped_loss += 1
+        elif reason == "no_listener":
+            self._dropped_no_listener += 1
+        elif reason == "nat_filtered":
+            self._dropped_nat_filtered += 1
+        else:
+            self._dropped_no_route += 1
+        if self.trace is not None:
+            self.trace(TraceEvent(self._now, "drop", src, dst, data, reason))
+
+    def _count_delivery(self, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> None:
+        self._delivered += 1
+        if self.trace is not None:
+            self.trace(TraceEvent(self._now, "deliver", src, dst, data))
+
+    def _trace_timer(self, driver: SimDriver) -> None:
+        if self.trace is not None:
+            address = driver._address
+            self.trace(TraceEvent(self._now, "timer", address, address, b""))
+
+    def _taken(self, ip: str) -> bool:
+        return ip in self._hosts or ip in self._nats
+
+    def _auto(self, taken: Callable[[str], bool], *, public: bool, start: int = 0) -> str:
+        n = self._auto_ip if public else _AUTO_PRIVATE + start
+        while taken(str(ipaddress.IPv4Address(n))):
+            n += 1
+        if public:
+            self._auto_ip = n + 1
+        return str(ipaddress.IPv4Address(n))
+
+
+def _check_ip(name: str, ip: str) -> str:
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValueError(f"{name}: not an IP address: {ip!r}") from None
+    return ip
