@@ -1,0 +1,294 @@
+"""The gevent driver (``backend="gevent"``; needs ``pip install hyperdht[gevent]``).
+
+Runs an :class:`~hyperdht.drivers.base.Endpoint` with two greenlets, a
+receiver and a timer, on a :mod:`gevent.socket` socket. No monkey-patching
+is needed: every blocking point (``recvfrom``, the timer wait, ``wait``,
+events, the lock) is a gevent primitive. Use the driver from the hub's
+thread, like any gevent object. Time is :func:`time.monotonic`.
+
+``close()`` kills the receiver, the timer and any greenlet left from
+``spawn()`` (``GreenletExit`` interrupts them wherever they block, even on
+the lock), so it always returns with nothing of the driver running, except
+the calling greenlet when it is one of them.
+
+A caller-supplied ``socket=``:
+
+* a gevent socket is used as is;
+* another socket with ``fileno()`` (e.g. a stdlib one) is not read
+  directly, which would block the hub: the driver reads a *duplicate* of
+  its descriptor through a gevent socket and closes that duplicate on
+  ``close()``. The duplicate shares the blocking flag, so the caller's
+  timeout is restored on ``close()``;
+* anything else is used as is and must itself cooperate with gevent.
+
+The caller's socket is never closed.
+"""
+
+from __future__ import annotations
+
+try:
+    import gevent
+    import gevent.event
+    import gevent.lock
+    import gevent.socket
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "backend='gevent' needs gevent, which is not installed: pip install hyperdht[gevent]"
+    ) from exc
+
+import contextlib
+import logging
+import socket as _socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ClosedError
+from ..ipencoding import Address
+from ._common import RECV_BUFSIZE, bind_udp, send_datagrams, sockname_address
+from .base import Driver, Endpoint, Event, SocketLike
+
+if TYPE_CHECKING:
+    from ..future import Future
+
+__all__ = ["GeventDriver"]
+
+log = logging.getLogger(__name__)
+
+# After handle_timer raised, wait this long before calling it again unless the
+# deadline changes, so an endpoint stuck on an overdue deadline cannot spin.
+_TIMER_ERROR_BACKOFF = 0.05
+
+# Longest single timer sleep: a far deadline (even inf) just costs a wake-up
+# and a re-check now and then, instead of overflowing the wait's timeout.
+_MAX_SLEEP = 3600.0
+
+
+class GeventDriver(Driver):
+    """Runs one endpoint on one UDP socket with a receiver and a timer greenlet.
+
+    ``host``/``port``/``ipv6`` say where to bind a new socket (``port=0``
+    picks a free one); ``socket`` supplies an already bound one instead (see
+    the module docstring), which the driver never closes. Raises OSError
+    when binding fails (the message names the address), ValueError when
+    ``socket`` is closed.
+
+    ``send_errors`` counts datagrams ``sendto`` refused; ``endpoint_errors``
+    counts exceptions raised by the endpoint inside the receiver or timer
+    (each is logged and the loop goes on).
+    """
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 0,
+        ipv6: bool = False,
+        socket: SocketLike | None = None,
+    ) -> None:
+        self.lock: Any = gevent.lock.RLock()
+        self.send_errors = 0
+        self.endpoint_errors = 0
+        self._endpoint: Endpoint | None = None
+        self._deadline: float | None = None
+        self._closing = False
+        self._timer_wake: Any = gevent.event.Event()
+        self._greenlets: set[Any] = set()
+        self._waiters: set[Any] = set()
+        self._caller_sock: Any = None
+        self._caller_timeout: float | None = None
+
+        if socket is None:
+            self._sock: Any = bind_udp(gevent.socket.socket, host, port, ipv6)
+            self._owned = True
+        elif isinstance(socket, gevent.socket.socket):
+            self._sock = socket
+            self._owned = False
+        elif hasattr(socket, "fileno"):
+            fileno = socket.fileno()
+            if fileno < 0:
+                raise ValueError("socket: the socket is closed")
+            self._caller_sock = socket
+            self._caller_timeout = socket.gettimeout() if hasattr(socket, "gettimeout") else None
+            self._sock = gevent.socket.socket(fileno=_socket.dup(fileno))
+            self._owned = True  # the duplicate
+        else:
+            self._sock = socket
+            self._owned = False
+        self._address = sockname_address(self._sock.getsockname())
+
+    @property
+    def address(self) -> Address:
+        """The local (host, port) the socket is bound to."""
+        return self._address
+
+    @property
+    def socket(self) -> Any:
+        """The socket the driver reads and sends on (e.g. to set options):
+        a caller's gevent socket itself, or the driver's duplicate of a
+        caller's other socket (see the module docstring)."""
+        return self._sock
+
+    def now(self) -> float:
+        """Seconds on :func:`time.monotonic`."""
+        return time.monotonic()
+
+    def start(self, endpoint: Endpoint) -> None:
+        """Start the receiver and timer greenlets for ``endpoint``, then flush
+        whatever it queued before. Raises ClosedError after ``close()`` and
+        RuntimeError when already started."""
+        with self.lock:
+            if self._closing:
+                raise ClosedError("driver is closed")
+            if self._endpoint is not None:
+                raise RuntimeError("driver already started")
+            self._endpoint = endpoint
+            port = self._address[1]
+            self._start(f"hyperdht-recv-{port}", self._receive_loop, endpoint)
+            self._start(f"hyperdht-timer-{port}", self._timer_loop, endpoint)
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the endpoint's queued datagrams (failures are counted in
+        ``send_errors``, never raised) and wake the timer if the deadline
+        moved earlier. A no-op before ``start()`` and after ``close()``."""
+        with self.lock:
+            endpoint = self._endpoint
+            if endpoint is None or self._closing:
+                return
+            datagrams = endpoint.datagrams_to_send()
+            if datagrams:
+                self.send_errors += send_datagrams(self._sock.sendto, datagrams)
+            deadline = endpoint.get_timer()
+            old = self._deadline
+            self._deadline = deadline
+            if deadline is not None and (old is None or deadline < old):
+                self._timer_wake.set()
+
+    def wait(self, future: Future[Any], timeout: float | None) -> bool:
+        """Block this greenlet until ``future`` is done (True) or ``timeout``
+        passes or the driver closes (then ``future.done()``). Call without
+        the lock."""
+        if future.done():
+            return True
+        event = gevent.event.Event()
+        with self.lock:
+            if self._closing:
+                return future.done()
+            self._waiters.add(event)
+            future.add_done_callback(lambda _: event.set())
+        try:
+            event.wait(timeout)
+        finally:
+            self._waiters.discard(event)
+        return future.done()
+
+    def new_event(self) -> Event:
+        """A fresh :class:`gevent.event.Event`."""
+        event: Event = gevent.event.Event()
+        return event
+
+    def spawn(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` in a new greenlet; an exception it raises is
+        logged. ``close()`` kills those still running. Ignored (logged at
+        debug) after ``close()``."""
+        if self._closing:
+            log.debug("spawn(%r) after close() ignored", fn)
+            return
+        self._start(f"hyperdht-spawn-{self._address[1]}", self._run_spawned, fn, args)
+
+    def close(self) -> None:
+        """Kill the driver's greenlets (all but the calling one) and close
+        the socket if the driver created it. Idempotent."""
+        with self.lock:
+            if self._closing:
+                return
+            self._closing = True
+        for event in list(self._waiters):
+            event.set()
+        self._timer_wake.set()
+        current = gevent.getcurrent()
+        gevent.killall([g for g in self._greenlets if g is not current], block=True)
+        if self._owned:
+            self._sock.close()
+        if self._caller_sock is not None:
+            with contextlib.suppress(OSError):  # the caller closed it meanwhile
+                self._caller_sock.settimeout(self._caller_timeout)
+
+    # -- internals ------------------------------------------------------------
+
+    def _start(self, name: str, run: Any, *args: Any) -> Any:
+        greenlet = gevent.Greenlet(run, *args)
+        greenlet.name = name
+        self._greenlets.add(greenlet)
+        greenlet.rawlink(self._greenlets.discard)
+        greenlet.start()
+        return greenlet
+
+    def _receive_loop(self, endpoint: Endpoint) -> None:
+        # Hot path: everything the loop touches per datagram is a local.
+        recvfrom = self._sock.recvfrom
+        receive = endpoint.receive_datagram
+        make_address = Address
+        monotonic = time.monotonic
+        lock = self.lock
+        try:
+            while not self._closing:
+                try:
+                    data, addr = recvfrom(RECV_BUFSIZE)
+                except (TimeoutError, ConnectionError):
+                    continue  # a caller's timeout; an ICMP error (Windows)
+                with lock:
+                    if self._closing:
+                        return
+                    try:
+                        receive(data, make_address(addr[0], addr[1]), monotonic())
+                    except Exception:
+                        self._endpoint_error("receive_datagram")
+                    self._safe_flush()
+        except Exception:
+            if not self._closing:
+                log.exception("receiver of %s stopped", self._address)
+
+    def _timer_loop(self, endpoint: Endpoint) -> None:
+        wake = self._timer_wake
+        monotonic = time.monotonic
+        while not self._closing:
+            wake.clear()
+            deadline = self._deadline
+            if deadline is None:
+                wake.wait()
+                continue
+            delay = deadline - monotonic()
+            if delay > 0:
+                wake.wait(min(delay, _MAX_SLEEP))
+                continue
+            failed = False
+            with self.lock:
+                deadline = self._deadline
+                now = monotonic()
+                if self._closing or deadline is None or now < deadline:
+                    continue
+                try:
+                    endpoint.handle_timer(now)
+                except Exception:
+                    self._endpoint_error("handle_timer")
+                    failed = True
+                self._safe_flush()
+            if failed:
+                wake.clear()
+                wake.wait(_TIMER_ERROR_BACKOFF)
+
+    def _safe_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            self._endpoint_error("datagrams_to_send/get_timer")
+
+    def _endpoint_error(self, what: str) -> None:
+        self.endpoint_errors += 1
+        log.exception("endpoint.%s raised (driver on %s)", what, self._address)
+
+    def _run_spawned(self, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("spawned %r raised", fn)
