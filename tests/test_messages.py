@@ -353,12 +353,19 @@ def test_generated_code_is_fresh() -> None:
 
 
 # --- the live reference (only where `npm ci --prefix scripts/golden` was run) --
+# The tox `interop` env installs it and sets HYPERDHT_REQUIRE_NODE=1: there a
+# missing reference fails instead of skipping.
+REQUIRE_NODE = os.environ.get("HYPERDHT_REQUIRE_NODE") == "1"
 
 
 def _node_golden(*args: str) -> list[str]:
     node = shutil.which("node")
     if node is None or not (GOLDEN_DIR / "node_modules" / "protocol-buffers").is_dir():
-        pytest.skip("needs node and `npm ci --prefix scripts/golden`")
+        reason = "needs node and `npm ci --prefix scripts/golden`"
+        if REQUIRE_NODE:
+            pytest.fail(f"HYPERDHT_REQUIRE_NODE=1 but {reason}")
+        pytest.skip(reason)
+        raise AssertionError("unreachable")
     proc = subprocess.run(
         [node, str(GOLDEN_DIR / "make_vectors.js"), *args],
         capture_output=True,
