@@ -75,13 +75,16 @@ class RoutingNode:
     """A routing-table contact: id, address, the token it gave us, and the
     maintenance tick at which we last heard from it."""
 
-    __slots__ = ("address", "id", "tick", "token")
+    __slots__ = ("address", "encoded", "id", "tick", "token")
 
     def __init__(self, id: bytes, address: Address, token: bytes | None, tick: int) -> None:
         self.id = id
         self.address = address
         self.token = token
         self.tick = tick
+        #: The node encoding (id + peer), cached: every response lists up
+        #: to 20 contacts. Reset when the address changes.
+        self.encoded: bytes | None = None
 
     def to_node(self) -> Node:
         """A frozen :class:`~hyperdht.ipencoding.Node` snapshot."""
@@ -150,6 +153,7 @@ class DHTCore:
         self._next_maintenance = now + MAINTENANCE_INTERVAL
         self._next_rotation = now + ROTATE_INTERVAL
         self._queue: deque[_Queued] = deque()
+        self._repinging: set[bytes] = set()
         self._handlers: dict[tuple[bool, str], Handler] = {}
         self._outbox: list[tuple[bytes, Address]] = []
         self.inflight_queries = 0
@@ -556,8 +560,13 @@ class DHTCore:
         self.udp.respond(tid, messages.encode_response(res), addr)
 
     def _closest_encoded(self, target: bytes) -> bytes:
-        codec = self.node_codec
-        return b"".join([codec.encode(c.to_node()) for c in self.table.closest(target, K)])
+        parts = []
+        for c in self.table.closest(target, K):
+            enc = c.encoded
+            if enc is None:
+                enc = c.encoded = self.node_codec.encode(c.to_node())
+            parts.append(enc)
+        return b"".join(parts)
 
     def _forward(self, tid: int, req: messages.RpcRequest, addr: Address) -> None:
         if req.command != "_ping":
@@ -593,7 +602,9 @@ class DHTCore:
             node = RoutingNode(id, addr, token, self._tick)
             seen[id] = node
         else:
-            node.address = addr
+            if node.address != addr:
+                node.address = addr
+                node.encoded = None
             node.token = token
             node.tick = self._tick
             seen.move_to_end(id)
@@ -620,7 +631,7 @@ class DHTCore:
         for contact in old:
             if self._tick - contact.tick < 3:
                 self.table.add(contact)  # heard from recently: keep, refresh
-            else:
+            elif contact.id not in self._repinging:
                 reping.append(contact)
         if reping:
             self._reping(reping, new)
@@ -629,6 +640,9 @@ class DHTCore:
         """Ping the stale contacts one by one; the first that fails makes
         room for ``new``."""
         pending = deque(old)
+        # A busy node hears from many newcomers to the same full bucket: ping
+        # each stale contact once at a time, not once per newcomer.
+        self._repinging.update(c.id for c in old)
 
         def next_ping() -> None:
             if not pending:
@@ -636,9 +650,12 @@ class DHTCore:
             contact = pending.popleft()
 
             def done(err: BaseException | None, _r: Any, _a: Address) -> None:
+                self._repinging.discard(contact.id)
                 if err is None:
                     next_ping()
                     return
+                for rest in pending:
+                    self._repinging.discard(rest.id)
                 self._remove_node(contact)
                 if new.id not in self._seen:
                     self._add_node(new.id, new.address, new.token)
