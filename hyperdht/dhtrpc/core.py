@@ -465,7 +465,7 @@ class DHTCore:
             token = None
 
         if req.forward_request is not None:
-            self._forward(tid, req, addr)
+            self._forward(tid, req, addr, token)
             return
 
         reply_to = addr
@@ -568,7 +568,9 @@ class DHTCore:
             parts.append(enc)
         return b"".join(parts)
 
-    def _forward(self, tid: int, req: messages.RpcRequest, addr: Address) -> None:
+    def _forward(
+        self, tid: int, req: messages.RpcRequest, addr: Address, token: bytes | None
+    ) -> None:
         if req.command != "_ping":
             self._drop("forward_not_ping")
             return
@@ -585,7 +587,9 @@ class DHTCore:
             id=req.id,
             target=req.target,
             forward_response=self.peer_codec.encode(addr),
-            roundtrip_token=req.roundtrip_token,
+            # Only a token we issued is passed on, as in the reference
+            # (dht-rpc nulls an invalid one before forwarding).
+            roundtrip_token=token,
             value=req.value,
         )
         self.udp.forward_request(tid, messages.encode_request(forwarded), to)

@@ -32,6 +32,16 @@
 //
 //   prints {"event":"ready","host":H,"port":N} and serves the JSON-lines
 //   commands `stats` and `close`; exits when stdin closes.
+//
+// Decode mode: decode datagrams with the reference's own decoders (dht-rpc's
+// messages.js, hyperdht's schema.proto), e.g. replies from the Python node:
+//
+//   node capture.js --decode < datagrams.txt     (one hex datagram per line)
+//
+//   prints one JSON line per input line: {request, tid, message, peers?,
+//   peersResponse?, error?} as in the capture format; `peersResponse` is the
+//   hyperdht Response decode of a response's `value` (null if it does not
+//   decode, absent when there is no value).
 
 process.noDeprecation = true
 
@@ -48,6 +58,7 @@ var ALL_STEPS = ['ping', 'find_node', 'query', 'update', 'holepunch', 'announce'
 function parseArgs (argv) {
   var o = {
     proxy: false,
+    decode: false,
     target: null,
     upstream: null,
     out: null,
@@ -77,6 +88,7 @@ function parseArgs (argv) {
       return argv[++i]
     }
     if (a === '--proxy') o.proxy = true
+    else if (a === '--decode') o.decode = true
     else if (a === '--target') o.target = wire.parseAddr(next(), '--target')
     else if (a === '--upstream') o.upstream = wire.parseAddr(next(), '--upstream')
     else if (a === '--out') o.out = next()
@@ -93,6 +105,7 @@ function parseArgs (argv) {
     else if (a === '--port') o.port = Number(next())
     else throw new Error('unknown argument: ' + a)
   }
+  if (o.decode) return o
   if (!o.out) throw new Error('--out FILE is required')
   if (o.proxy && !o.upstream) throw new Error('--proxy needs --upstream HOST:PORT')
   if (!o.proxy && !o.target) throw new Error('--target HOST:PORT is required')
@@ -112,8 +125,34 @@ try {
   process.exit(2)
 }
 
-if (opts.proxy) runProxy(opts)
+if (opts.decode) runDecode()
+else if (opts.proxy) runProxy(opts)
 else runClient(opts)
+
+// ---------------------------------------------------------------- decode
+
+function runDecode () {
+  var rl = require('readline').createInterface({ input: process.stdin, terminal: false })
+  rl.on('line', function (line) {
+    line = line.trim()
+    if (!line) return
+    var d
+    try {
+      d = wire.decodeDatagram(wire.fromHex(line, 'datagram'))
+    } catch (err) {
+      d = { request: null, tid: null, message: null, error: err.message }
+    }
+    if (d.request === false && d.message && d.message.value !== null && d.message.value !== undefined) {
+      try {
+        var res = wire.peersMessages.Response.decode(Buffer.from(d.message.value, 'hex'))
+        d.peersResponse = { peers: hex(res.peers), localPeers: hex(res.localPeers) }
+      } catch (err) {
+        d.peersResponse = null
+      }
+    }
+    jsonl.write(d)
+  })
+}
 
 // ---------------------------------------------------------------- client
 

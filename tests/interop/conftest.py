@@ -1,17 +1,22 @@
 """Fixtures for tests that run against the Node.js reference (hyperdht@1.3.0).
 
-Every fixture here depends on ``node_env``: without Node.js or without the
-pinned packages (``npm ci --prefix tests/interop``) the test is skipped
-locally and fails under ``CI=true``.
+Every Node.js fixture here depends on ``node_env``: without Node.js or
+without the pinned packages (``npm ci --prefix tests/interop``) the test is
+skipped locally and fails under ``CI=true``. ``py_node`` starts Python
+nodes (:class:`hyperdht.HyperDHT` on 127.0.0.1, thread backend: the tests
+block on Node.js replies in ordinary threads) and closes them at teardown.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
 from nodepeer import NodePeer, NodePeerFactory, NodeProcess, NodeSwarm, node_available
+
+from hyperdht import HyperDHT
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -61,3 +66,40 @@ def node_swarm(node_peer: NodePeerFactory, node_bootstrap: NodePeer) -> NodeSwar
     for peer in peers:
         peer.call("bootstrap")
     return NodeSwarm(node_bootstrap, peers)
+
+
+class PyNodeFactory:
+    """``factory(bootstrap=[...], **kw)`` starts a :class:`HyperDHT` on
+    127.0.0.1; bootstrap entries may be NodePeers, HyperDHTs, ``(host,
+    port)`` or ``"host:port"``. Other keywords go to :class:`HyperDHT`.
+    Every node started is closed at teardown."""
+
+    def __init__(self) -> None:
+        self.started: list[HyperDHT] = []
+
+    @staticmethod
+    def address_of(b: Any) -> Any:
+        if isinstance(b, NodePeer):
+            return b.addr
+        if isinstance(b, HyperDHT):
+            return (b.address.host, b.address.port)
+        return b
+
+    def __call__(self, *, bootstrap: Iterable[Any] = (), **kwargs: Any) -> HyperDHT:
+        kwargs.setdefault("host", "127.0.0.1")
+        kwargs.setdefault("backend", "thread")
+        node = HyperDHT(bootstrap=[self.address_of(b) for b in bootstrap], **kwargs)
+        self.started.append(node)
+        return node
+
+    def close_all(self) -> None:
+        for node in reversed(self.started):
+            node.close()
+
+
+@pytest.fixture
+def py_node() -> Iterator[PyNodeFactory]:
+    """Factory for Python nodes (:class:`PyNodeFactory`); all closed at teardown."""
+    factory = PyNodeFactory()
+    yield factory
+    factory.close_all()

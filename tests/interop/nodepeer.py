@@ -5,6 +5,9 @@
 ``run_capture()`` runs ``capture.js`` (client mode) and returns what it did and
 the datagrams it recorded. ``node_available()`` says whether Node.js and the
 pinned reference packages are installed (``npm ci --prefix tests/interop``).
+``decode_datagrams()`` decodes raw datagrams with the reference's own
+decoders (``capture.js --decode``); ``RawUdp`` is a bare UDP socket for
+crafted datagrams.
 
 No sleeps: a reader thread turns stdout lines into per-command replies and a
 queue of unsolicited events, and every wait has a deadline.
@@ -18,7 +21,9 @@ import itertools
 import json
 import os
 import queue
+import secrets
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -127,6 +132,9 @@ def _bootstrap_arg(b: str | Address | tuple[str, int] | NodePeer) -> str:
         return b
     if isinstance(b, tuple):
         return f"{b[0]}:{b[1]}"
+    a = getattr(b, "address", None)  # a Python node (HyperDHT / DHT)
+    if a is not None and not callable(a):
+        return f"{a.host}:{a.port}"
     return f"{b['host']}:{b['port']}"
 
 
@@ -566,3 +574,115 @@ def start_proxy(
         proc.close(timeout=2)
         raise
     return proc
+
+
+def decode_datagrams(datagrams: Iterable[bytes], *, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Decode each datagram the way the reference does (``capture.js
+    --decode``: udp-request header, dht-rpc's ``messages.js``, hyperdht's
+    ``schema.proto``): one dict per datagram, as in the capture format, plus
+    ``peersResponse`` for responses with a value."""
+    node = node_executable()
+    if node is None:
+        raise NodePeerError("node not found")
+    data = [bytes(d) for d in datagrams]
+    proc = subprocess.run(
+        [node, str(CAPTURE_JS), "--decode"],
+        cwd=INTEROP_DIR,
+        input="".join(d.hex() + "\n" for d in data),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise NodePeerError(f"capture.js --decode failed: {proc.stderr[-2000:]}")
+    out = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    if len(out) != len(data):
+        raise NodePeerError(f"capture.js --decode: {len(data)} datagrams in, {len(out)} out")
+    return out
+
+
+class RawUdp:
+    """A bare UDP socket on 127.0.0.1 (no DHT behind it) for crafted datagrams.
+
+    :meth:`request` frames a payload as a udp-request request (random tid
+    unless given) and waits, with a deadline, for the response with that
+    tid from any address; :meth:`wait_for` waits for a request or response
+    with a given tid. Datagrams that arrive while waiting for another are
+    kept in :attr:`other`. Close it (or use ``with``).
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.other: list[tuple[bytes, tuple[str, int]]] = []
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        host, port = self.sock.getsockname()
+        return (str(host), int(port))
+
+    def send(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sock.sendto(data, addr)
+
+    def recv(self, timeout: float = 5.0) -> tuple[bytes, tuple[str, int]]:
+        """The next datagram (from :attr:`other` first); TimeoutError after ``timeout``."""
+        if self.other:
+            return self.other.pop(0)
+        self.sock.settimeout(timeout)
+        try:
+            data, src = self.sock.recvfrom(65536)
+        except TimeoutError:
+            raise TimeoutError(f"no datagram within {timeout} s") from None
+        return data, (str(src[0]), int(src[1]))
+
+    def request(
+        self,
+        payload: bytes,
+        addr: tuple[str, int],
+        *,
+        tid: int | None = None,
+        timeout: float = 5.0,
+    ) -> tuple[bytes, tuple[str, int]]:
+        """Send ``payload`` as a request; return (response datagram, source)."""
+        if tid is None:
+            tid = secrets.randbelow(0x7FFF)
+        self.send((0x8000 | tid).to_bytes(2, "big") + payload, addr)
+        return self.wait_response(tid, timeout=timeout)
+
+    def wait_response(self, tid: int, *, timeout: float = 5.0) -> tuple[bytes, tuple[str, int]]:
+        """Wait for the response datagram with ``tid`` (any source)."""
+        return self.wait_for(tid, request=False, timeout=timeout)
+
+    def wait_for(
+        self, tid: int, *, request: bool, timeout: float = 5.0
+    ) -> tuple[bytes, tuple[str, int]]:
+        """Wait for a request (``request=True``) or response with ``tid``."""
+        header = (0x8000 if request else 0) | tid
+        for i, (data, src) in enumerate(self.other):
+            if len(data) >= 2 and int.from_bytes(data[:2], "big") == header:
+                del self.other[i]
+                return data, src
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                kind = "request" if request else "response"
+                raise TimeoutError(f"no {kind} with tid {tid} within {timeout} s")
+            self.sock.settimeout(left)
+            try:
+                data, src = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            if len(data) >= 2 and int.from_bytes(data[:2], "big") == header:
+                return data, (str(src[0]), int(src[1]))
+            self.other.append((data, (str(src[0]), int(src[1]))))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawUdp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
