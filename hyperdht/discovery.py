@@ -68,7 +68,10 @@ def _encode_local(local_address: Any) -> bytes | None:
     if local_address is None:
         return None
     if isinstance(local_address, str):
-        addr = parse_address(local_address, what="local_address", default_port=0)
+        text = local_address.strip()
+        if text.endswith(":0"):  # "host:0" means "no port", as (host, 0) does
+            text = text[:-2]
+        addr = parse_address(text, what="local_address", default_port=0)
     elif isinstance(local_address, tuple) and len(local_address) == 2:
         addr = Address(local_address[0], local_address[1])
     else:
