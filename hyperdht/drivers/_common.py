@@ -13,12 +13,21 @@ from typing import Any
 
 from ..ipencoding import Address
 
-__all__ = ["RECV_BUFSIZE", "SEND_ERRORS", "bind_udp", "send_datagrams", "sockname_address"]
+__all__ = [
+    "RECV_BATCH",
+    "RECV_BUFSIZE",
+    "SEND_ERRORS",
+    "bind_udp",
+    "send_datagrams",
+    "sockname_address",
+]
 
 log = logging.getLogger(__name__)
 
 #: Larger than any UDP payload, so a datagram is never truncated.
 RECV_BUFSIZE = 65536
+#: Datagrams a receiver handles per lock hold (then it flushes once).
+RECV_BATCH = 64
 
 #: What ``sendto`` raises for a destination that cannot be sent to: OSError
 #: for the network (EPERM, ENETUNREACH, EMSGSIZE, a full buffer, gaierror),

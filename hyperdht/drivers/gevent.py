@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClosedError
 from ..ipencoding import Address
-from ._common import RECV_BUFSIZE, bind_udp, send_datagrams, sockname_address
+from ._common import RECV_BATCH, RECV_BUFSIZE, bind_udp, send_datagrams, sockname_address
 from .base import Driver, Endpoint, Event, SocketLike
 
 if TYPE_CHECKING:
@@ -226,6 +226,11 @@ class GeventDriver(Driver):
     def _receive_loop(self, endpoint: Endpoint) -> None:
         # Hot path: everything the loop touches per datagram is a local.
         recvfrom = self._sock.recvfrom
+        # After one cooperative read, drain what the kernel already holds
+        # without blocking (the gevent socket's own non-blocking socket), so
+        # a burst costs one lock hold and one flush, like the thread driver.
+        raw = getattr(self._sock, "_sock", None)
+        drain = raw.recvfrom if raw is not None and raw.gettimeout() == 0.0 else None
         receive = endpoint.receive_datagram
         make_address = Address
         monotonic = time.monotonic
@@ -239,10 +244,18 @@ class GeventDriver(Driver):
                 with lock:
                     if self._closing:
                         return
-                    try:
-                        receive(data, make_address(addr[0], addr[1]), monotonic())
-                    except Exception:
-                        self._endpoint_error("receive_datagram")
+                    now = monotonic()
+                    for _ in range(RECV_BATCH):
+                        try:
+                            receive(data, make_address(addr[0], addr[1]), now)
+                        except Exception:
+                            self._endpoint_error("receive_datagram")
+                        if drain is None:
+                            break
+                        try:
+                            data, addr = drain(RECV_BUFSIZE)
+                        except OSError:  # BlockingIOError: nothing more queued
+                            break
                     self._safe_flush()
         except Exception:
             if not self._closing:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClosedError
 from ..ipencoding import Address
-from ._common import RECV_BUFSIZE, bind_udp, send_datagrams, sockname_address
+from ._common import RECV_BATCH, RECV_BUFSIZE, bind_udp, send_datagrams, sockname_address
 from .base import Driver, Endpoint, SocketLike
 
 if TYPE_CHECKING:
@@ -53,10 +53,6 @@ POLL_INTERVAL = 0.05
 
 #: Threads in the pool that runs :meth:`ThreadDriver.spawn` callables.
 SPAWN_WORKERS = 4
-
-# Datagrams read per selector wake-up before flushing and releasing the lock:
-# amortises select() and flush() under load without starving lock users.
-_BATCH = 64
 
 # After handle_timer raised, wait this long before calling it again unless the
 # deadline changes, so an endpoint stuck on an overdue deadline cannot spin.
@@ -277,7 +273,7 @@ class ThreadDriver(Driver):
         make_address = Address
         monotonic = time.monotonic
         lock = self.lock
-        batch = range(_BATCH)
+        batch = range(RECV_BATCH)
         try:
             while True:
                 select()
