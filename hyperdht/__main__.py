@@ -1,0 +1,7 @@
+"""``python -m hyperdht``: the same as the ``hyperdht`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
