@@ -14,11 +14,15 @@ the calling greenlet when it is one of them.
 A caller-supplied ``socket=``:
 
 * a gevent socket is used as is;
-* another socket with ``fileno()`` (e.g. a stdlib one) is not read
-  directly, which would block the hub: the driver reads a *duplicate* of
-  its descriptor through a gevent socket and closes that duplicate on
-  ``close()``. The duplicate shares the blocking flag, so the caller's
-  timeout is restored on ``close()``;
+* a stdlib :class:`socket.socket` is not read directly, which would block
+  the hub: the driver reads a *duplicate* of its descriptor through a gevent
+  socket and closes that duplicate on ``close()``. The duplicate shares the
+  blocking flag, so the caller's timeout is restored on ``close()``;
+* another object with ``fileno()`` and ``setblocking()`` (a wrapper, e.g.
+  :class:`hyperdht.natsocket.NATSocket`) is set non-blocking and its own
+  ``recvfrom`` is called whenever its descriptor is readable, so anything
+  the wrapper filters stays filtered; its timeout is restored on
+  ``close()``;
 * anything else is used as is and must itself cooperate with gevent.
 
 The caller's socket is never closed.
@@ -102,14 +106,24 @@ class GeventDriver(Driver):
         elif isinstance(socket, gevent.socket.socket):
             self._sock = socket
             self._owned = False
-        elif hasattr(socket, "fileno"):
+        elif isinstance(socket, _socket.socket):
             fileno = socket.fileno()
             if fileno < 0:
                 raise ValueError("socket: the socket is closed")
             self._caller_sock = socket
-            self._caller_timeout = socket.gettimeout() if hasattr(socket, "gettimeout") else None
+            self._caller_timeout = socket.gettimeout()
             self._sock = gevent.socket.socket(fileno=_socket.dup(fileno))
             self._owned = True  # the duplicate
+        elif hasattr(socket, "fileno") and hasattr(socket, "setblocking"):
+            # A wrapper (it may filter what it returns): call its own methods,
+            # non-blocking, and wait for readability on its descriptor.
+            if socket.fileno() < 0:
+                raise ValueError("socket: the socket is closed")
+            self._caller_sock = socket
+            self._caller_timeout = socket.gettimeout() if hasattr(socket, "gettimeout") else None
+            socket.setblocking(False)
+            self._sock = _WaitReadSocket(socket)
+            self._owned = False
         else:
             self._sock = socket
             self._owned = False
@@ -230,7 +244,13 @@ class GeventDriver(Driver):
         # without blocking (the gevent socket's own non-blocking socket), so
         # a burst costs one lock hold and one flush, like the thread driver.
         raw = getattr(self._sock, "_sock", None)
-        drain = raw.recvfrom if raw is not None and raw.gettimeout() == 0.0 else None
+        drain = None
+        if (
+            isinstance(self._sock, gevent.socket.socket)
+            and raw is not None
+            and raw.gettimeout() == 0.0
+        ):
+            drain = raw.recvfrom
         receive = endpoint.receive_datagram
         make_address = Address
         monotonic = time.monotonic
@@ -305,3 +325,26 @@ class GeventDriver(Driver):
             fn(*args)
         except Exception:
             log.exception("spawned %r raised", fn)
+
+
+class _WaitReadSocket:
+    """Adapts a non-blocking socket-like wrapper with ``fileno()`` to the
+    hub: ``recvfrom`` waits cooperatively for readability, then calls the
+    wrapper's own ``recvfrom`` (so whatever it filters stays filtered)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._inner = sock
+        self.sendto = sock.sendto
+        self.getsockname = sock.getsockname
+
+    def recvfrom(self, bufsize: int) -> tuple[bytes, Any]:
+        inner = self._inner
+        while True:
+            try:
+                result: tuple[bytes, Any] = inner.recvfrom(bufsize)
+                return result
+            except BlockingIOError:
+                gevent.socket.wait_read(inner.fileno())
+
+    def close(self) -> None:
+        """Never called: the caller owns the wrapped socket."""
