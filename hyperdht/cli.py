@@ -136,7 +136,8 @@ def parse_bootstrap(values: Iterable[str], what: str = "--bootstrap") -> tuple[s
     return tuple(out)
 
 
-def _port(text: str) -> int:
+def port_arg(text: str) -> int:
+    """argparse type: a port number 0-65535."""
     try:
         port = int(text)
     except ValueError:
@@ -146,7 +147,8 @@ def _port(text: str) -> int:
     return port
 
 
-def _positive(text: str) -> int:
+def positive_int_arg(text: str) -> int:
+    """argparse type: an integer of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -156,7 +158,7 @@ def _positive(text: str) -> int:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (raised, not printed)."""
 
     def error(self, message: str) -> NoReturn:
@@ -166,7 +168,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The ``hyperdht`` option parser. Options left out are absent from the
     namespace (``argparse.SUPPRESS``), so a config file can fill them in."""
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         usage="%(prog)s [options]\n       %(prog)s demo [--backend {thread,gevent}]",
         description=(
@@ -187,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "-p",
         "--port",
-        type=_port,
+        type=port_arg,
         metavar="PORT",
         help="UDP port to bind (default: 49737 for a plain node, any free port "
         "with --announce/--query; 0 picks a free one)",
@@ -208,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     node.add_argument("--id", metavar="HEX", help="node id, 64 hex characters (default: random)")
     node.add_argument(
-        "--concurrency", type=_positive, metavar="N", help="requests in flight (default: 16)"
+        "--concurrency", type=positive_int_arg, metavar="N", help="requests in flight (default: 16)"
     )
     node.add_argument("--backend", choices=BACKENDS, help="I/O driver (default: thread)")
     node.add_argument(

@@ -27,12 +27,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from .cli import (
     BACKENDS,
     REFRESH_INTERVAL,
     CommandError,
+    OneLineParser,
     Runtime,
     StopSignal,
     Task,
@@ -40,6 +41,8 @@ from .cli import (
     configure_logging,
     format_address,
     parse_bootstrap,
+    port_arg,
+    positive_int_arg,
 )
 from .discovery import HyperDHT
 from .errors import HyperDHTError
@@ -60,21 +63,6 @@ FDS_PER_NODE = {"thread": 4, "gevent": 1}
 T = TypeVar("T")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -85,23 +73,15 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value < 65536:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``hyperdht-swarm`` option parser."""
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="Run many hyperdht nodes in one process (load and behaviour tests).",
     )
-    p.add_argument("-n", "--count", type=_count, required=True, metavar="N", help="number of nodes")
+    p.add_argument(
+        "-n", "--count", type=positive_int_arg, required=True, metavar="N", help="number of nodes"
+    )
     p.add_argument(
         "-b",
         "--bootstrap",
@@ -115,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-p",
         "--port",
-        type=_port,
+        type=port_arg,
         default=0,
         help="port of the swarm's bootstrap node when there is no --bootstrap (default: any)",
     )
@@ -125,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="thread", help="default: thread")
     p.add_argument(
         "--batch",
-        type=_count,
+        type=positive_int_arg,
         metavar="N",
         default=50,
         help="nodes started (and announces run) at once (default: 50)",
