@@ -36,14 +36,14 @@ DatagramHandler = Callable[[bytes, Address], None]
 def _parse_nodes(nodes: Iterable[Any]) -> list[Node]:
     out = []
     for n in nodes:
-        if isinstance(n, Node):
-            out.append(n)
-            continue
-        try:
-            nid, addr = n[0], n[1]
-            out.append(Node(bytes(nid), parse_address(addr, what="nodes")))
-        except (TypeError, IndexError, ValueError) as exc:
-            raise ValueError(f"nodes: bad entry {n!r} ({exc})") from None
+        if not isinstance(n, Node):
+            try:
+                n = Node(bytes(n[0]), parse_address(n[1], what="nodes"))
+            except (TypeError, IndexError, ValueError) as exc:
+                raise ValueError(f"nodes: bad entry {n!r} ({exc})") from None
+        if len(n.id) != 32:
+            raise ValueError(f"nodes: id of {n!r} is not 32 bytes")
+        out.append(n)
     return out
 
 
@@ -108,16 +108,20 @@ class DHT:
         self._driver: Driver = create_driver(
             backend, host=host, port=port, ipv6=ipv6, socket=socket
         )
-        self._core = DHTCore(
-            id=id,
-            ephemeral=ephemeral,
-            concurrency=concurrency,
-            bootstrap=boot,
-            nodes=restored,
-            ipv6=ipv6,
-            timeout=timeout,
-            now=self._driver.now(),
-        )
+        try:
+            self._core = DHTCore(
+                id=id,
+                ephemeral=ephemeral,
+                concurrency=concurrency,
+                bootstrap=boot,
+                nodes=restored,
+                ipv6=ipv6,
+                timeout=timeout,
+                now=self._driver.now(),
+            )
+        except BaseException:
+            self._driver.close()  # never leak the bound socket
+            raise
         self._timeout = float(timeout)
         self._closed = False
         self._close_lock = threading.Lock()

@@ -1,0 +1,79 @@
+"""Bad arguments to the public API raise ValueError naming the argument,
+before anything is bound or started (so nothing leaks)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from hyperdht import DHT, HyperDHT
+from hyperdht.ipencoding import Address, Node
+from hyperdht.testing import Network
+
+
+def driver_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("hyperdht-")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"id": b"short"}, "id"),
+        ({"id": "x" * 32}, "id"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": True}, "concurrency"),
+        ({"port": 70000}, "port"),
+        ({"port": -1}, "port"),
+        ({"timeout": 0}, "timeout"),
+        ({"bootstrap": ["127.0.0.1:0"]}, "bootstrap"),
+        ({"bootstrap": ["127.0.0.1:http"]}, "bootstrap"),
+        ({"nodes": [Node(b"x" * 31, Address("127.0.0.1", 5))]}, "nodes"),
+        ({"nodes": [(b"x" * 32, "no port")]}, "nodes"),
+        ({"backend": "asyncio"}, "backend"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(kwargs: dict[str, Any], named: str) -> None:
+    before = driver_threads()
+    with pytest.raises(ValueError, match=named):
+        DHT(host="127.0.0.1", **kwargs)
+    assert driver_threads() == before
+
+
+def test_hyperdht_rejects_bad_store_options_and_closes_its_node() -> None:
+    net = Network(seed=3)
+    host = net.host("198.18.0.1")
+    with pytest.raises(ValueError, match="max_age"):
+        HyperDHT(backend=host, port=1000, max_age=0)
+    # The node it created was closed: the port is free again.
+    HyperDHT(backend=host, port=1000).close()
+
+
+def test_operations_reject_bad_arguments() -> None:
+    net = Network(seed=4)
+    with HyperDHT(backend=net.host("198.18.0.1")) as dht:
+        with pytest.raises(ValueError, match="target"):
+            dht.query("cmd", b"short")
+        with pytest.raises(ValueError, match="command"):
+            dht.query("", bytes(32))
+        with pytest.raises(ValueError, match="value"):
+            dht.update("cmd", bytes(32), "text")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="concurrency"):
+            dht.query("cmd", bytes(32), concurrency=0)
+        with pytest.raises(ValueError, match="addr"):
+            dht.ping("198.18.0.2")  # no port
+        with pytest.raises(ValueError, match="peer"):
+            dht.holepunch("nonsense:1:2", "198.18.0.2:1")
+        with pytest.raises(ValueError, match="key"):
+            dht.lookup(b"short")
+        with pytest.raises(ValueError, match="port"):
+            dht.announce(bytes(32), port=65536)
+        with pytest.raises(ValueError, match="local_address"):
+            dht.lookup(bytes(32), local_address=("::1", 5))
+        with pytest.raises(ValueError, match="handler"):
+            dht.on_query("cmd", "not callable")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="built in"):
+            dht.on_query("_ping", lambda node, query: None)
+        with pytest.raises(ValueError, match="reserved"):
+            dht.on_update("peers", lambda node, query: None)
