@@ -8,7 +8,9 @@ A response echoes the request's tid with the request bit clear.
 a socket or a clock. Feed it datagrams with :meth:`RequestCore.receive`,
 drain :attr:`RequestCore.outbox`, and call :meth:`RequestCore.handle_timer`
 when :meth:`RequestCore.get_timer` says so. Payloads are opaque bytes here;
-the DHT layer encodes and decodes them.
+the DHT layer encodes and decodes them. :class:`UDPRequest` runs the same
+core on a real socket (thread or gevent driver) for use on its own, with a
+blocking ``request()`` and a future-returning ``request_async()``.
 
 Timeouts follow the reference exactly: a tick every ``timeout / 4``; a new
 request survives 5 ticks and fails on the 6th (1.25 to 1.5 timeouts). With
@@ -26,8 +28,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from .errors import RequestCancelled, RequestTimeout
+from .errors import ClosedError, RequestCancelled, RequestTimeout
 from .future import Future
 from .ipencoding import Address
 
@@ -38,6 +41,8 @@ __all__ = [
     "Response",
     "PendingRequest",
     "RequestCore",
+    "IncomingRequest",
+    "UDPRequest",
 ]
 
 HEADER_SIZE = 2
@@ -210,6 +215,19 @@ class RequestCore:
         del self._pending[tid]
         req.set_result(Response(data[HEADER_SIZE:], address))
 
+    # -- the driver's Endpoint contract ---------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """:meth:`receive`, as a driver calls it."""
+        self.receive(data, addr)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Drain :attr:`outbox`."""
+        out = self.outbox
+        if out:
+            self.outbox = []
+        return out
+
     # -- time --------------------------------------------------------------
 
     def get_timer(self) -> float | None:
@@ -241,6 +259,135 @@ class RequestCore:
         self.timeouts += len(expired)
         for req in expired:
             req.set_exception(RequestTimeout())
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """A request that reached a :class:`UDPRequest`: its transaction id,
+    payload, and the address it came from."""
+
+    tid: int
+    payload: bytes
+    address: Address
+
+
+RequestHandler = Callable[[IncomingRequest], "bytes | None"]
+
+
+class UDPRequest:
+    """The request/response layer on its own socket, with a blocking API.
+
+    ``UDPRequest(host, port, timeout=1.0, retry=False, backend="thread")``
+    runs a :class:`RequestCore` on a driver. :meth:`request` blocks and
+    returns the response payload; :meth:`request_async` returns the
+    :class:`PendingRequest` future at once (its callbacks run on the
+    receiver: keep them short). ``on_request(handler)`` answers incoming
+    requests: ``handler(IncomingRequest)`` returns the response payload, or
+    None to send nothing (e.g. after :meth:`forward_request`).
+    """
+
+    def __init__(
+        self,
+        host: str = "0.0.0.0",
+        port: int = 0,
+        *,
+        timeout: float = 1.0,
+        retry: bool = False,
+        backend: Any = "thread",
+        socket: Any = None,
+        ipv6: bool = False,
+    ) -> None:
+        from .drivers import create_driver
+
+        self._core = RequestCore(timeout=timeout, retry=retry, on_request=self._on_request)
+        self._handler: RequestHandler | None = None
+        self._driver = create_driver(backend, host=host, port=port, ipv6=ipv6, socket=socket)
+        self._closed = False
+        self._driver.start(self._core)
+
+    @property
+    def address(self) -> Address:
+        """The local address the socket is bound to."""
+        return self._driver.address
+
+    def on_request(self, handler: RequestHandler | None) -> None:
+        """Set (or with None remove) the handler of incoming requests."""
+        if handler is not None and not callable(handler):
+            raise ValueError(f"handler must be callable, got {handler!r}")
+        self._handler = handler
+
+    def _on_request(self, tid: int, payload: bytes, address: Address) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        response = handler(IncomingRequest(tid, payload, address))
+        if response is not None:
+            self._core.respond(tid, response, address)
+
+    def request_async(
+        self,
+        payload: bytes,
+        address: tuple[str, int],
+        *,
+        retry: bool | None = None,
+        any_source: bool = False,
+    ) -> PendingRequest:
+        """Send a request; returns its future (a :class:`Response`).
+        ``any_source`` accepts the answer from any address (a forwarded
+        request is answered by the third party)."""
+        if self._closed:
+            raise ClosedError("the socket is closed")
+        with self._driver.locked():
+            return self._core.request(
+                bytes(payload),
+                Address(*address),
+                self._driver.now(),
+                retry=retry,
+                any_source=any_source,
+            )
+
+    def request(
+        self,
+        payload: bytes,
+        address: tuple[str, int],
+        *,
+        retry: bool | None = None,
+        any_source: bool = False,
+    ) -> bytes:
+        """Send a request and wait for the response payload. Raises
+        :class:`RequestTimeout`, or :class:`RequestCancelled` on close."""
+        req = self.request_async(payload, address, retry=retry, any_source=any_source)
+        self._driver.wait(req, None)
+        if not req.done():  # the driver closed under us
+            raise RequestCancelled()
+        return req.result().payload
+
+    def respond(self, tid: int, payload: bytes, address: tuple[str, int]) -> None:
+        """Send a response on ``tid`` (also to a third party: forwarding)."""
+        with self._driver.locked():
+            self._core.respond(tid, bytes(payload), Address(*address))
+
+    forward_response = respond
+
+    def forward_request(self, tid: int, payload: bytes, address: tuple[str, int]) -> None:
+        """Send a request on someone else's ``tid``."""
+        with self._driver.locked():
+            self._core.forward_request(tid, bytes(payload), Address(*address))
+
+    def close(self) -> None:
+        """Cancel pending requests, stop the driver, close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._driver.locked():
+            self._core.close()
+        self._driver.close()
+
+    def __enter__(self) -> UDPRequest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _ignore_request(tid: int, payload: bytes, address: Address) -> None:

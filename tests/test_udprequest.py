@@ -137,3 +137,63 @@ def test_close_cancels_and_refuses() -> None:
 def test_bad_timeout_rejected() -> None:
     with pytest.raises(ValueError, match="timeout"):
         RequestCore(timeout=0)
+
+
+# -- the layer on its own socket (real UDP on 127.0.0.1, the suite's backend) --
+
+
+def test_udprequest_blocking_and_async_round_trips(backend: str) -> None:
+    from hyperdht.udprequest import UDPRequest
+
+    with (
+        UDPRequest("127.0.0.1", backend=backend) as server,
+        UDPRequest("127.0.0.1", backend=backend) as client,
+    ):
+        server.on_request(lambda req: b"re:" + req.payload)
+        assert client.request(b"ping", server.address) == b"re:ping"
+        futures = [client.request_async(b"%d" % i, server.address) for i in range(50)]
+        for i, fut in enumerate(futures):
+            assert client._driver.wait(fut, 5.0)
+            assert fut.result() == Response(b"re:%d" % i, server.address)
+
+
+def test_udprequest_timeout_forwarding_and_close(backend: str) -> None:
+    from hyperdht.udprequest import IncomingRequest, UDPRequest
+
+    a = UDPRequest("127.0.0.1", backend=backend, timeout=0.2)
+    r = UDPRequest("127.0.0.1", backend=backend)
+    b = UDPRequest("127.0.0.1", backend=backend, timeout=0.2)
+    try:
+        # No handler on a: the request times out (RequestTimeout is a TimeoutError).
+        with pytest.raises(TimeoutError):
+            b.request(b"x", a.address)
+
+        # r forwards b's request to a on b's tid; a answers b directly.
+        def relay(req: IncomingRequest) -> None:
+            r.forward_request(req.tid, req.payload, a.address)
+
+        r.on_request(relay)
+        seen: list[IncomingRequest] = []
+
+        def answer_b(req: IncomingRequest) -> None:
+            seen.append(req)
+            a.forward_response(req.tid, b"from a", b.address)
+
+        a.on_request(answer_b)
+        fut = b.request_async(b"punch", r.address, any_source=True)
+        assert b._driver.wait(fut, 5.0)
+        assert fut.result() == Response(b"from a", a.address)
+        assert seen[0].payload == b"punch" and seen[0].tid == fut.tid
+        # Without any_source, an answer from another address than the one
+        # asked does not complete the request: it times out.
+        with pytest.raises(TimeoutError):
+            b.request(b"punch", r.address)
+
+        pending = b.request_async(b"never", ("127.0.0.1", 9))
+        b.close()
+        assert isinstance(pending.exception(), RequestCancelled)
+        with pytest.raises(Exception, match="closed"):
+            b.request(b"x", a.address)
+    finally:
+        for u in (a, r, b):
+            u.close()
