@@ -282,6 +282,23 @@ class NodeCodec:
             return [Node(i, Address(_inet_ntop(_AF_INET6, ip), p)) for i, ip, p in entries]
         return [Node(i, Address(_inet_ntoa(ip), p)) for i, ip, p in entries]
 
+    def decode_raw(self, buf: BytesLike) -> list[tuple[bytes, bytes, int]]:
+        """Like :meth:`decode_list` (same checks, same errors) but returns
+        ``(id, packed_ip, port)`` tuples, leaving the text form of the host
+        to :meth:`host`: for callers that drop most entries unseen (a query
+        keeps only the closest of every 20 nodes it is told of)."""
+        if len(buf) % self.size:
+            raise _length_error("node list", len(buf), self.size, self.ipv6)
+        entries = list(self._iter_unpack(buf))
+        for i, entry in enumerate(entries):
+            if not entry[2]:
+                raise _port_zero_error("node", i)
+        return entries
+
+    def host(self, packed_ip: bytes) -> str:
+        """The text form of a packed address from :meth:`decode_raw`."""
+        return _inet_ntop(_AF_INET6, packed_ip) if self.ipv6 else _inet_ntoa(packed_ip)
+
 
 IPV4_PEER = PeerCodec(ipv6=False)
 """The 6-byte IPv4 peer codec (what dht-rpc and hyperdht use on the wire)."""

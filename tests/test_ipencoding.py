@@ -254,3 +254,17 @@ def test_bad_id_length_argument(id_length: Any) -> None:
         NodeCodec(id_length)
     with pytest.raises(ValueError, match="id_length"):
         node_codec(False, id_length)
+
+
+def test_decode_raw_matches_decode_list_and_its_errors() -> None:
+    for codec, host in ((IPV4_NODE, "10.1.2.3"), (IPV6_NODE, "2001:db8::7")):
+        nodes = [Node(bytes([i]) * 32, Address(host, 1000 + i)) for i in range(3)]
+        buf = codec.encode_list(nodes)
+        raw = codec.decode_raw(buf)
+        assert [Node(i, Address(codec.host(ip), p)) for i, ip, p in raw] == nodes
+        with pytest.raises(DecodeError):
+            codec.decode_raw(buf[:-1])
+        zero_port = buf[: codec.size - 2] + b"\x00\x00" + buf[codec.size :]
+        with pytest.raises(DecodeError):
+            codec.decode_raw(zero_port)
+        assert codec.decode_raw(b"") == []

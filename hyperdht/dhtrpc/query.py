@@ -53,6 +53,10 @@ class QueryNode:
         self.queried = False
 
 
+def _by_distance(node: QueryNode) -> int:
+    return node.distance
+
+
 def _insert_sorted(node: QueryNode, limit: float, nodes: list[QueryNode]) -> None:
     if len(nodes) >= limit and not node.distance < nodes[-1].distance:
         return
@@ -127,11 +131,13 @@ class Query:
         self._closest: list[QueryNode] = []
         if nodes is not None:
             self._pending = [self._copy(n) for n in nodes]
+            self._pending_ids: dict[bytes, QueryNode] = {n.id: n for n in self._pending}
             self._k: float = float("inf")
             self._move_closer = False
             self._bootstrapped = True
         else:
             self._pending = []
+            self._pending_ids = {}
             self._k = k
             self._move_closer = True
             self._bootstrapped = False
@@ -233,8 +239,13 @@ class Query:
         self._bootstrapped = True
         core = self._core
         closest = core.table.closest(self.target, int(self._k))
-        for contact in closest:
-            self._add_pending(contact.id, contact.address, None)
+        pending = self._pending
+        for contact in closest:  # already sorted by distance, at most k
+            if contact.id not in self._pending_ids:
+                node = QueryNode(contact.id, contact.address, self._distance(contact.id))
+                pending.append(node)
+                self._pending_ids[contact.id] = node
+        pending.sort(key=_by_distance)
         if len(closest) < len(core.bootstrap_nodes):
             for addr in core.bootstrap_nodes:
                 self._send(QueryNode(BLANK_ID, addr, 0), force=True, use_token=False)
@@ -323,13 +334,14 @@ class Query:
             self.commits += 1
         self._add_closest(res, src)
         if self._move_closer and res.nodes:
+            codec = self._core.node_codec
             try:
-                candidates = self._core.node_codec.decode_list(res.nodes)
+                candidates = codec.decode_raw(res.nodes)
             except DecodeError:
                 self._core._drop("bad_nodes")
                 candidates = []
-            for candidate in candidates:
-                self._add_pending(candidate.id, candidate.address, src)
+            for nid, ip, port in candidates:
+                self._add_pending(nid, ip, port, src)
         rid = res.id
         if rid is None or (self.update and not self.verbose and not committing):
             self._continue()
@@ -341,20 +353,30 @@ class Query:
             self._emit(item)
         self._continue()
 
-    def _add_pending(self, id: bytes, addr: Address, referrer: Address | None) -> None:
+    def _add_pending(self, id: bytes, ip: bytes, port: int, referrer: Address | None) -> None:
+        """Keep the node if it is among the k closest seen (runs for every
+        node of every reply: most are rejected before anything is built)."""
+        distance = int.from_bytes(id, "big") ^ self._target_int
+        pending = self._pending
+        full = len(pending) >= self._k
+        if (full and not distance < pending[-1].distance) or id in self._pending_ids:
+            return
         if id == self._core.id:
             return
-        _insert_sorted(QueryNode(id, addr, self._distance(id), referrer), self._k, self._pending)
+        node = QueryNode(id, Address(self._core.node_codec.host(ip), port), distance, referrer)
+        if full:
+            del self._pending_ids[pending.pop().id]
+        pos = len(pending)
+        while pos and pending[pos - 1].distance > distance:
+            pos -= 1
+        pending.insert(pos, node)
+        self._pending_ids[id] = node
 
     def _add_closest(self, res: messages.RpcResponse, src: Address) -> None:
         rid = res.id
         if rid is None or res.roundtrip_token is None or rid == self._core.id:
             return
-        prev = None
-        for node in self._pending:
-            if node.id == rid:
-                prev = node
-                break
+        prev = self._pending_ids.get(rid)
         if prev is None:
             prev = QueryNode(rid, src, self._distance(rid))
         prev.token = res.roundtrip_token
