@@ -1,22 +1,27 @@
-"""Pieces the thread and gevent drivers share: binding, addresses, sending.
+"""Pieces the thread and gevent drivers share: binding, addresses, sending,
+and :class:`SocketDriver`, their common base (flush, clock, error counting).
 
-Nothing here owns a thread, a greenlet or a clock; each driver module keeps
-its own receiver, timer and lock, and calls these helpers.
+Nothing here owns a thread or a greenlet; each driver module keeps its own
+receiver, timer, lock and way of waking the timer.
 """
 
 from __future__ import annotations
 
+import abc
 import logging
 import socket as _socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..ipencoding import Address
+from .base import Driver, Endpoint
 
 __all__ = [
     "RECV_BATCH",
     "RECV_BUFSIZE",
     "SEND_ERRORS",
+    "SocketDriver",
     "bind_udp",
     "send_datagrams",
     "sockname_address",
@@ -78,3 +83,64 @@ def send_datagrams(
             errors += 1
             log.debug("sendto %r (%d bytes) failed: %s", addr, len(data), exc)
     return errors
+
+
+class SocketDriver(Driver):
+    """What the thread and gevent drivers share. A subclass sets ``lock``,
+    ``_sock``, ``_address``, ``_endpoint``, ``_deadline`` and ``_closing``,
+    and says how to wake its timer (:meth:`_wake_timer`)."""
+
+    lock: Any
+    _sock: Any
+    _address: Address
+    _endpoint: Endpoint | None
+    _deadline: float | None
+    _closing: bool
+    send_errors: int
+    endpoint_errors: int
+
+    @property
+    def address(self) -> Address:
+        """The local (host, port) the socket is bound to."""
+        return self._address
+
+    @property
+    def socket(self) -> Any:
+        """The socket the driver reads and sends on (e.g. to set options);
+        see the driver's module docstring for caller-supplied sockets."""
+        return self._sock
+
+    def now(self) -> float:
+        """Seconds on :func:`time.monotonic`."""
+        return time.monotonic()
+
+    def flush(self) -> None:
+        """Send the endpoint's queued datagrams (failures are counted in
+        ``send_errors``, never raised) and wake the timer if the deadline
+        moved earlier. A no-op before ``start()`` and after ``close()``."""
+        with self.lock:
+            endpoint = self._endpoint
+            if endpoint is None or self._closing:
+                return
+            datagrams = endpoint.datagrams_to_send()
+            if datagrams:
+                self.send_errors += send_datagrams(self._sock.sendto, datagrams)
+            deadline = endpoint.get_timer()
+            old = self._deadline
+            self._deadline = deadline
+            if deadline is not None and (old is None or deadline < old):
+                self._wake_timer()
+
+    @abc.abstractmethod
+    def _wake_timer(self) -> None:
+        """Make the timer re-read ``_deadline`` now (called with the lock)."""
+
+    def _safe_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            self._endpoint_error("datagrams_to_send/get_timer")
+
+    def _endpoint_error(self, what: str) -> None:
+        self.endpoint_errors += 1
+        log.exception("endpoint.%s raised (driver on %s)", what, self._address)

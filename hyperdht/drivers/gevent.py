@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ClosedError
 from ..ipencoding import Address
-from ._common import RECV_BATCH, RECV_BUFSIZE, bind_udp, send_datagrams, sockname_address
-from .base import Driver, Endpoint, Event, SocketLike
+from ._common import RECV_BATCH, RECV_BUFSIZE, SocketDriver, bind_udp, sockname_address
+from .base import Endpoint, Event, SocketLike
 
 if TYPE_CHECKING:
     from ..future import Future
@@ -67,7 +67,7 @@ _TIMER_ERROR_BACKOFF = 0.05
 _MAX_SLEEP = 3600.0
 
 
-class GeventDriver(Driver):
+class GeventDriver(SocketDriver):
     """Runs one endpoint on one UDP socket with a receiver and a timer greenlet.
 
     ``host``/``port``/``ipv6`` say where to bind a new socket (``port=0``
@@ -129,22 +129,6 @@ class GeventDriver(Driver):
             self._owned = False
         self._address = sockname_address(self._sock.getsockname())
 
-    @property
-    def address(self) -> Address:
-        """The local (host, port) the socket is bound to."""
-        return self._address
-
-    @property
-    def socket(self) -> Any:
-        """The socket the driver reads and sends on (e.g. to set options):
-        a caller's gevent socket itself, or the driver's duplicate of a
-        caller's other socket (see the module docstring)."""
-        return self._sock
-
-    def now(self) -> float:
-        """Seconds on :func:`time.monotonic`."""
-        return time.monotonic()
-
     def start(self, endpoint: Endpoint) -> None:
         """Start the receiver and timer greenlets for ``endpoint``, then flush
         whatever it queued before. Raises ClosedError after ``close()`` and
@@ -160,22 +144,8 @@ class GeventDriver(Driver):
             self._start(f"hyperdht-timer-{port}", self._timer_loop, endpoint)
             self.flush()
 
-    def flush(self) -> None:
-        """Send the endpoint's queued datagrams (failures are counted in
-        ``send_errors``, never raised) and wake the timer if the deadline
-        moved earlier. A no-op before ``start()`` and after ``close()``."""
-        with self.lock:
-            endpoint = self._endpoint
-            if endpoint is None or self._closing:
-                return
-            datagrams = endpoint.datagrams_to_send()
-            if datagrams:
-                self.send_errors += send_datagrams(self._sock.sendto, datagrams)
-            deadline = endpoint.get_timer()
-            old = self._deadline
-            self._deadline = deadline
-            if deadline is not None and (old is None or deadline < old):
-                self._timer_wake.set()
+    def _wake_timer(self) -> None:
+        self._timer_wake.set()
 
     def wait(self, future: Future[Any], timeout: float | None) -> bool:
         """Block this greenlet until ``future`` is done (True) or ``timeout``
@@ -309,16 +279,6 @@ class GeventDriver(Driver):
             if failed:
                 wake.clear()
                 wake.wait(_TIMER_ERROR_BACKOFF)
-
-    def _safe_flush(self) -> None:
-        try:
-            self.flush()
-        except Exception:
-            self._endpoint_error("datagrams_to_send/get_timer")
-
-    def _endpoint_error(self, what: str) -> None:
-        self.endpoint_errors += 1
-        log.exception("endpoint.%s raised (driver on %s)", what, self._address)
 
     def _run_spawned(self, fn: Any, args: tuple[Any, ...]) -> None:
         try:
