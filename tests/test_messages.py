@@ -361,7 +361,10 @@ REQUIRE_NODE = os.environ.get("HYPERDHT_REQUIRE_NODE") == "1"
 def _node_golden(*args: str) -> list[str]:
     node = shutil.which("node")
     if node is None or not (GOLDEN_DIR / "node_modules" / "protocol-buffers").is_dir():
-        reason = "needs node and `npm ci --prefix scripts/golden`"
+        reason = (
+            "needs node and `npm ci --prefix scripts/golden`"
+            " (the tox interop env installs both and requires this test)"
+        )
         if REQUIRE_NODE:
             pytest.fail(f"HYPERDHT_REQUIRE_NODE=1 but {reason}")
         pytest.skip(reason)
