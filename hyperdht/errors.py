@@ -1,9 +1,13 @@
 """Exceptions raised by hyperdht.
 
-Every exception the library raises on purpose derives from
-:class:`HyperDHTError`, so ``except HyperDHTError`` catches all of them.
-Bad arguments raise the builtin :class:`ValueError` (or :class:`TypeError`)
-with a message naming the argument.
+Every exception the library raises derives from :class:`HyperDHTError`, so
+``except HyperDHTError`` catches all of them. Where a builtin says the same
+thing, the class derives from it too, so code written against the builtins
+keeps working: a bad argument raises :class:`ArgumentError` (a
+:class:`ValueError`, with a message naming the argument), a wrong type
+:class:`ArgumentTypeError` (a :class:`TypeError`), a call in the wrong state
+:class:`StateError` (a :class:`RuntimeError`), a socket that cannot be bound
+:class:`BindError` (an :class:`OSError`, same errno).
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from typing import Any
 
 __all__ = [
     "HyperDHTError",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "StateError",
+    "BindError",
     "DecodeError",
     "RequestTimeout",
     "RequestCancelled",
@@ -22,6 +30,25 @@ __all__ = [
 
 class HyperDHTError(Exception):
     """Base class of every error hyperdht raises on purpose."""
+
+
+class ArgumentError(HyperDHTError, ValueError):
+    """An argument has a bad value; the message names the argument
+    (``"port: must be 0-65535, got 70000"``)."""
+
+
+class ArgumentTypeError(HyperDHTError, TypeError):
+    """An argument has the wrong type; the message names the argument."""
+
+
+class StateError(HyperDHTError, RuntimeError):
+    """The call does not fit the object's state (a driver started twice, a
+    blocking call from inside the simulator's event loop, ...)."""
+
+
+class BindError(HyperDHTError, OSError):
+    """A UDP socket could not be bound; ``errno`` is the system's and the
+    message names the address."""
 
 
 class DecodeError(HyperDHTError, ValueError):

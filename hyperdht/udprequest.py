@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .datagram import Datagram
 from .errors import ClosedError, RequestCancelled, RequestTimeout
 from .future import Future
 from .ipencoding import Address
@@ -110,8 +111,8 @@ class RequestCore:
         self.retry = retry
         self.on_request: OnRequest = on_request or _ignore_request
         self.on_drop: OnDrop = on_drop or _ignore_drop
-        #: Datagrams waiting to be sent, as ``(data, address)``; the owner drains it.
-        self.outbox: list[tuple[bytes, Address]] = []
+        #: Datagrams waiting to be sent, as ``(data, address, options)``; the owner drains it.
+        self.outbox: list[Datagram] = []
         self._rng = rng or random.Random()
         self._next_tid = self._rng.randrange(MAX_TID)
         self._pending: dict[int, PendingRequest] = {}
@@ -160,7 +161,7 @@ class RequestCore:
             tid, datagram, address, self.retry if retry is None else retry, any_source
         )
         self._pending[tid] = req
-        self.outbox.append((datagram, address))
+        self.outbox.append((datagram, address, None))
         if self._next_tick is None:
             self._next_tick = now + self.tick_interval
         return req
@@ -169,7 +170,7 @@ class RequestCore:
         """Send a response with ``tid`` to ``address`` (also how a forwarded
         request is answered to a third party)."""
         if not self._closed:
-            self.outbox.append((tid.to_bytes(2, "big") + payload, address))
+            self.outbox.append((tid.to_bytes(2, "big") + payload, address, None))
 
     forward_response = respond
 
@@ -177,7 +178,7 @@ class RequestCore:
         """Send a request on someone else's ``tid`` (no state is kept: the
         answer goes straight to the original requester)."""
         if not self._closed:
-            self.outbox.append(((REQUEST_BIT | tid).to_bytes(2, "big") + payload, address))
+            self.outbox.append(((REQUEST_BIT | tid).to_bytes(2, "big") + payload, address, None))
 
     def cancel(self, request: PendingRequest, exc: BaseException | None = None) -> None:
         """Fail a pending request (default :class:`RequestCancelled`)."""
@@ -221,7 +222,7 @@ class RequestCore:
         """:meth:`receive`, as a driver calls it."""
         self.receive(data, addr)
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+    def datagrams_to_send(self) -> list[Datagram]:
         """Drain :attr:`outbox`."""
         out = self.outbox
         if out:
@@ -251,7 +252,7 @@ class RequestCore:
             elif req.tries < len(RETRIES):
                 req.ticks = RETRIES[req.tries]
                 req.tries += 1
-                self.outbox.append((req.datagram, req.address))
+                self.outbox.append((req.datagram, req.address, None))
             else:
                 expired.append(req)
         for req in expired:

@@ -62,7 +62,7 @@ def frame_response(tid: int, res: RpcResponse) -> bytes:
 
 def drain(core: DHTCore) -> list[Sent]:
     out = []
-    for data, to in core.datagrams_to_send():
+    for data, to, _options in core.datagrams_to_send():
         header = int.from_bytes(data[:2], "big")
         tid = header & 0x7FFF
         if header & 0x8000:

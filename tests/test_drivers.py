@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
+from hyperdht.datagram import SendOptions
 from hyperdht.drivers import Driver, create_driver
-from hyperdht.errors import ClosedError
+from hyperdht.errors import ArgumentError, ClosedError
 from hyperdht.future import Future
 
 try:
@@ -58,7 +59,7 @@ class ToyEndpoint:
         self.expected: dict[bytes, Future[tuple[bytes, Any]]] = {}
 
     def send(self, data: bytes, addr: Any) -> None:
-        self.outbox.append((data, addr))
+        self.outbox.append((data, addr, None))
 
     def expect(self, data: bytes) -> Future[tuple[bytes, Any]]:
         future: Future[tuple[bytes, Any]] = Future()
@@ -246,6 +247,30 @@ def test_round_trip_ipv6(make_driver: Callable[..., Driver]) -> None:
     assert tuple(server.address) == ("::1", server.address[1])
     sender = round_trip(client, client_ep, server.address)
     assert tuple(sender) == ("::1", server.address[1])  # (host, port), not the 4-tuple
+
+
+def test_per_datagram_ttl_is_applied_then_restored(make_driver: Callable[..., Driver]) -> None:
+    """A datagram with SendOptions(ttl=...) is sent with that IP TTL (it
+    still arrives over loopback, zero hops away); the socket's own TTL is
+    the same before and after, so the next datagram goes out as usual."""
+    server = make_driver(EchoEndpoint())
+    client_ep = ToyEndpoint()
+    client = make_driver(client_ep)
+    sock = client.socket  # type: ignore[attr-defined]
+    before = sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+    with client.locked():
+        future = client_ep.expect(b"low")
+        client_ep.outbox.append((b"low", server.address, SendOptions(ttl=2)))
+    assert client.wait(future, TIMEOUT), "a low-TTL datagram did not cross loopback"
+    assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == before
+    assert round_trip(client, client_ep, server.address) == server.address
+
+
+def test_send_options_validate_ttl() -> None:
+    for bad in (0, 256, -1, True, 1.5):
+        with pytest.raises(ArgumentError, match="ttl"):
+            SendOptions(ttl=bad)  # type: ignore[arg-type]
+    assert SendOptions(ttl=1).ttl == 1 and SendOptions().ttl is None
 
 
 def test_queued_before_start_is_sent_on_start(make_driver: Callable[..., Driver]) -> None:

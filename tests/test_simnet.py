@@ -59,7 +59,7 @@ class Echo(Sink):
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         super().receive_datagram(data, addr, now)
-        self.out.append((data, addr))
+        self.out.append((data, addr, None))
 
 
 class Ticker(Sink):
@@ -87,7 +87,7 @@ class Pinger(Sink):
         future: Future[tuple[bytes, Address, float]] = Future()
         with driver.locked():
             self.pending = future
-            self.out.append((data, addr))
+            self.out.append((data, addr, None))
         return future
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
@@ -106,7 +106,7 @@ def send(driver: SimDriver, data: bytes, addr: Addr) -> None:
     endpoint = driver.endpoint
     assert isinstance(endpoint, Sink)
     with driver.locked():
-        endpoint.out.append((data, addr))
+        endpoint.out.append((data, addr, None))
 
 
 # -- delivery ------------------------------------------------------------------
@@ -349,7 +349,7 @@ def test_a_datagram_can_move_the_timer() -> None:
             self.deadline = now + 0.25
 
         def handle_timer(self, now: float) -> None:
-            self.out.append((b"late", self.reply_to))
+            self.out.append((b"late", self.reply_to, None))
             self.deadline = None
 
     net = Network(latency=0.01)
@@ -891,12 +891,12 @@ class Chatter(Echo):
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         if data == b"ping":
-            self.out.append((b"pong", addr))
+            self.out.append((b"pong", addr, None))
         else:
             self.pongs += 1
 
     def handle_timer(self, now: float) -> None:
-        self.out.append((b"ping", self.rng.choice(self.peers)))
+        self.out.append((b"ping", self.rng.choice(self.peers), None))
         self.left -= 1
         self.deadline = now + 0.01 if self.left else None
 

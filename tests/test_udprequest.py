@@ -29,7 +29,7 @@ def make(**kw: object) -> tuple[RequestCore, list[tuple[int, bytes, Address]], l
 def test_request_framing_and_response_matching() -> None:
     core, _, _ = make()
     req = core.request(b"hello", A, now=0.0)
-    [(data, addr)] = core.outbox
+    [(data, addr, _)] = core.outbox
     assert addr == A
     header = int.from_bytes(data[:2], "big")
     assert header & 0x8000 and header & 0x7FFF == req.tid
@@ -44,9 +44,9 @@ def test_incoming_request_and_response_framing() -> None:
     core.receive(bytes([0x80 | 0x12, 0x34]) + b"q", B)
     assert incoming == [(0x1234, b"q", B)]
     core.respond(0x1234, b"r", B)
-    assert core.outbox[-1] == (bytes([0x12, 0x34]) + b"r", B)
+    assert core.outbox[-1] == (bytes([0x12, 0x34]) + b"r", B, None)
     core.forward_request(0x1234, b"f", A)
-    assert core.outbox[-1] == (bytes([0x92, 0x34]) + b"f", A)
+    assert core.outbox[-1] == (bytes([0x92, 0x34]) + b"f", A, None)
 
 
 def test_tids_start_random_wrap_and_skip_pending() -> None:
@@ -130,7 +130,7 @@ def test_close_cancels_and_refuses() -> None:
     assert isinstance(later.exception(), RequestCancelled)
     core.respond(1, b"", A)
     core.forward_request(1, b"", A)
-    assert core.outbox == [(req.datagram, A)]  # nothing queued after close
+    assert core.outbox == [(req.datagram, A, None)]  # nothing queued after close
     assert core.get_timer() is None
 
 

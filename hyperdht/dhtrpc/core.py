@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import messages
+from ..datagram import Datagram
 from ..errors import ClosedError, DecodeError, HyperDHTError
 from ..future import Future
 from ..ipencoding import Address, Node, node_codec, peer_codec
@@ -155,7 +156,7 @@ class DHTCore:
         self._queue: deque[_Queued] = deque()
         self._repinging: set[bytes] = set()
         self._handlers: dict[tuple[bool, str], Handler] = {}
-        self._outbox: list[tuple[bytes, Address]] = []
+        self._outbox: list[Datagram] = []
         self.inflight_queries = 0
         self.bootstrapped = False
         self.closed = False
@@ -185,7 +186,7 @@ class DHTCore:
             return
         self.udp.receive(data, addr)
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+    def datagrams_to_send(self) -> list[Datagram]:
         """Drain the datagrams waiting to be sent."""
         out = self.udp.outbox
         if self._outbox:
@@ -362,7 +363,7 @@ class DHTCore:
         DHT node ever mistakes it for a DHT message.
         """
         if not self.closed:
-            self._outbox.append((APP_PREFIX + bytes(data), addr))
+            self._outbox.append((APP_PREFIX + bytes(data), addr, None))
 
     def nodes(self) -> list[Node]:
         """A snapshot of the routing table (accepted back by ``nodes=``)."""

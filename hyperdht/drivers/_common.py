@@ -8,12 +8,14 @@ receiver, timer, lock and way of waking the timer.
 from __future__ import annotations
 
 import abc
+import errno
 import logging
 import socket as _socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..datagram import Datagram
 from ..ipencoding import Address
 from .base import Driver, Endpoint
 
@@ -24,6 +26,7 @@ __all__ = [
     "SocketDriver",
     "bind_udp",
     "send_datagrams",
+    "send_with_ttl",
     "sockname_address",
 ]
 
@@ -67,22 +70,47 @@ def bind_udp(factory: Callable[[int, int], Any], host: str, port: int, ipv6: boo
     return sock
 
 
-def send_datagrams(
-    sendto: Callable[[bytes, Any], Any], datagrams: Iterable[tuple[bytes, Any]]
-) -> int:
-    """Send each ``(data, addr)``; return how many sends failed.
+def send_datagrams(sock: Any, datagrams: Iterable[Datagram]) -> int:
+    """Send each ``(data, addr, options)`` on ``sock``; return how many
+    sends failed.
 
-    A failure is logged at debug and skipped, never raised: UDP is lossy
+    ``options.ttl`` sets the IP TTL (IPv6: unicast hop limit) for that one
+    datagram and restores the socket's previous value right after. A
+    failure is logged at debug and skipped, never raised: UDP is lossy
     anyway and one bad destination must not stop the others.
     """
     errors = 0
-    for data, addr in datagrams:
+    sendto = sock.sendto
+    for data, addr, options in datagrams:
         try:
-            sendto(data, addr)
+            if options is None or options.ttl is None:
+                sendto(data, addr)
+            else:
+                send_with_ttl(sock, data, addr, options.ttl)
         except SEND_ERRORS as exc:
             errors += 1
             log.debug("sendto %r (%d bytes) failed: %s", addr, len(data), exc)
     return errors
+
+
+def _ttl_option(sock: Any) -> tuple[int, int]:
+    if getattr(sock, "family", _socket.AF_INET) == _socket.AF_INET6:
+        return _socket.IPPROTO_IPV6, _socket.IPV6_UNICAST_HOPS
+    return _socket.IPPROTO_IP, _socket.IP_TTL
+
+
+def send_with_ttl(sock: Any, data: bytes, addr: Any, ttl: int) -> None:
+    """``sock.sendto(data, addr)`` with the IP TTL set to ``ttl`` for this
+    datagram only. Raises what ``setsockopt``/``sendto`` raise."""
+    if not hasattr(sock, "setsockopt"):
+        raise OSError(errno.EOPNOTSUPP, f"{type(sock).__name__} cannot set a per-datagram TTL")
+    level, option = _ttl_option(sock)
+    previous = sock.getsockopt(level, option)
+    sock.setsockopt(level, option, ttl)
+    try:
+        sock.sendto(data, addr)
+    finally:
+        sock.setsockopt(level, option, previous)
 
 
 class SocketDriver(Driver):
@@ -124,7 +152,7 @@ class SocketDriver(Driver):
                 return
             datagrams = endpoint.datagrams_to_send()
             if datagrams:
-                self.send_errors += send_datagrams(self._sock.sendto, datagrams)
+                self.send_errors += send_datagrams(self._sock, datagrams)
             deadline = endpoint.get_timer()
             old = self._deadline
             self._deadline = deadline

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from ..datagram import Datagram
     from ..future import Future
     from ..ipencoding import Address
 
@@ -48,8 +49,9 @@ class Endpoint(Protocol):
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Process one datagram that arrived from ``addr``."""
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        """Drain and return the datagrams queued for sending."""
+    def datagrams_to_send(self) -> list[Datagram]:
+        """Drain and return the datagrams queued for sending, as
+        ``(data, address, options)`` triples (see :mod:`hyperdht.datagram`)."""
 
     def get_timer(self) -> float | None:
         """Absolute time (driver clock) at which ``handle_timer`` is due,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..datagram import Datagram
 from ..ipencoding import Address
 from .host import Host
 from .nat import NAT, FilteringBehavior, MappingBehavior
@@ -513,14 +514,14 @@ class Network:
         driver._timer_seq = seq
         heapq.heappush(self._heap, (when, seq, driver._on_timer, (seq,)))
 
-    def _send(self, driver: SimDriver, out: Sequence[tuple[bytes, tuple[str, int]]]) -> None:
+    def _send(self, driver: SimDriver, out: Sequence[Datagram]) -> None:
         """Route the datagrams ``driver``'s endpoint queued."""
         now = self._now
         src = driver._address
         nat = driver._host._nat
         trace = self.trace
         self._sent += len(out)
-        for data, dst in out:
+        for data, dst, _options in out:
             if trace is not None:
                 trace(TraceEvent(now, "send", src, dst, data))
             if nat is None:
