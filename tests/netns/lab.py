@@ -373,8 +373,9 @@ class UdpAgent:
     """Client for ``udp_agent.py``: one UDP socket inside a namespace.
 
     The agent binds ``0.0.0.0:port``, reports every datagram as
-    ``RECV ip port payload`` and every ICMP error about one it sent as
-    ``ICMP offender type code dst-ip dst-port payload``, and sends on request
+    ``RECV ip port payload`` (with ``icmp``, also every ICMP error about one
+    it sent as ``ICMP offender type code dst-ip dst-port payload``), and sends
+    on request
     (optionally with a chosen IP TTL); with ``echo=True`` it
     answers each datagram with ``ECHO <seen-ip> <seen-port> <payload>``
     (a tiny STUN: the sender learns its public address).
@@ -579,11 +580,14 @@ class _Lab:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return self.run(ns, argv, env=env, **popen_kwargs)
 
-    def udp_agent(self, ns: str, port: int = 0, echo: bool = False) -> UdpAgent:
-        """Start a UDP agent (see :class:`UdpAgent`) in ``ns`` and wait for READY."""
+    def udp_agent(self, ns: str, port: int = 0, echo: bool = False, icmp: bool = False) -> UdpAgent:
+        """Start a UDP agent (see :class:`UdpAgent`) in ``ns`` and wait for READY;
+        ``icmp=True`` makes it report ICMP errors (:meth:`UdpAgent.icmp`)."""
         args = [str(_AGENT), "--port", str(port)]
         if echo:
             args.append("--echo")
+        if icmp:
+            args.append("--icmp")
         return UdpAgent(self.python(ns, args), ns, self.ip_of(ns))
 
     def exec(self, ns: str, argv: Sequence[str], check: bool = True) -> str:

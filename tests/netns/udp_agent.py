@@ -5,8 +5,8 @@ Binds ``0.0.0.0:PORT`` and prints ``READY <port>``.  Then:
 * every datagram received is printed as ``RECV <ip> <port> <payload>``; with
   ``--echo`` it is also answered with ``ECHO <ip> <port> <payload>`` (what the
   agent saw as the sender's address);
-* every ICMP error about a datagram it sent (``IP_RECVERR``: time exceeded,
-  port unreachable, ...) is printed as
+* with ``--icmp``, every ICMP error about a datagram it sent (``IP_RECVERR``:
+  time exceeded, port unreachable, ...) is printed as
   ``ICMP <offender-ip> <type> <code> <dst-ip> <dst-port> <payload>``;
 * stdin commands: ``send <ip> <port> <payload>`` and ``sendttl <ttl> <ip>
   <port> <payload>`` (the same with that IP TTL for this datagram) print
@@ -62,14 +62,15 @@ def drain_errors(sock: socket.socket) -> None:
             say(f"ICMP {offender} {icmp_type} {code} {dst[0]} {dst[1]} {payload}")
 
 
-def receiver(sock: socket.socket, echo: bool) -> None:
+def receiver(sock: socket.socket, echo: bool, icmp: bool) -> None:
     while True:
         try:
             data, (ip, port) = sock.recvfrom(65535)
         except OSError:
             # An ICMP error surfaces here once (EHOSTUNREACH, ECONNREFUSED...);
-            # its details wait in the error queue.
-            drain_errors(sock)
+            # with IP_RECVERR its details wait in the error queue.
+            if icmp:
+                drain_errors(sock)
             continue
         payload = data.decode("utf-8", "replace")
         say(f"RECV {ip} {port} {payload}")
@@ -80,15 +81,28 @@ def receiver(sock: socket.socket, echo: bool) -> None:
                 say(f"ERR echo {exc}")
 
 
-def send(sock: socket.socket, ip: str, port: int, payload: str, ttl: int | None) -> None:
+def sendto(sock: socket.socket, data: bytes, addr: tuple[str, int], retry: bool) -> None:
+    try:
+        sock.sendto(data, addr)
+    except OSError:
+        # With IP_RECVERR a pending ICMP error fails the next send once, and
+        # nothing is sent (the error is consumed): send again.
+        if not retry:
+            raise
+        sock.sendto(data, addr)
+
+
+def send(
+    sock: socket.socket, ip: str, port: int, payload: str, ttl: int | None, icmp: bool
+) -> None:
     try:
         if ttl is None:
-            sock.sendto(payload.encode(), (ip, port))
+            sendto(sock, payload.encode(), (ip, port), icmp)
         else:
             previous = sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
             try:
-                sock.sendto(payload.encode(), (ip, port))
+                sendto(sock, payload.encode(), (ip, port), icmp)
             finally:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, previous)
     except OSError as exc:
@@ -101,11 +115,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--echo", action="store_true")
+    ap.add_argument("--icmp", action="store_true", help="report ICMP errors (IP_RECVERR)")
     args = ap.parse_args()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    if args.icmp:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
     sock.bind(("0.0.0.0", args.port))
-    threading.Thread(target=receiver, args=(sock, args.echo), daemon=True).start()
+    threading.Thread(target=receiver, args=(sock, args.echo, args.icmp), daemon=True).start()
     say(f"READY {sock.getsockname()[1]}")
     for line in sys.stdin:
         parts = line.split()
@@ -114,9 +130,9 @@ def main() -> None:
         if parts[0] == "quit":
             break
         if parts[0] == "send" and len(parts) == 4:
-            send(sock, parts[1], int(parts[2]), parts[3], None)
+            send(sock, parts[1], int(parts[2]), parts[3], None, args.icmp)
         elif parts[0] == "sendttl" and len(parts) == 5:
-            send(sock, parts[2], int(parts[3]), parts[4], int(parts[1]))
+            send(sock, parts[2], int(parts[3]), parts[4], int(parts[1]), args.icmp)
         else:
             say(f"ERR bad command {line.strip()!r}")
     os._exit(0)
