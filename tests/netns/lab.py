@@ -68,6 +68,7 @@ from typing import Any
 __all__ = [
     "NS_PREFIX",
     "NAT_PROFILES",
+    "LabBase",
     "LabProcess",
     "NatLab",
     "RoutedLab",
@@ -461,7 +462,7 @@ class _State:
                 _delete_namespace(name)
 
 
-class _Lab:
+class LabBase:
     """What every lab shares: lifecycle, namespace plumbing, running things,
     inspecting a NAT router.  A subclass implements ``_build``, ``ip_of`` and
     ``_default_router``."""
@@ -640,7 +641,7 @@ class _Lab:
             time.sleep(0.05)
 
 
-class NatLab(_Lab):
+class NatLab(LabBase):
     """Build (on ``with``/``start()``) and tear down (on exit/``close()``) a one-segment
     NAT lab (the drawing at the top of this module).
 
@@ -780,7 +781,7 @@ def nat_rules(profile: str, wan_if: str) -> list[list[str]]:
     return rules
 
 
-class RoutedLab(_Lab):
+class RoutedLab(LabBase):
     """Two sites joined by a chain of core routers, like two homes on the Internet.
 
     Chain positions, west to east (``chain`` = N core routers, N >= 1)::
