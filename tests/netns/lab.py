@@ -715,9 +715,9 @@ class NatLab(LabBase):
     def _build(self) -> None:
         for ns in [self.wan, self.public, self.public2, *self.routers]:
             self._add_ns(ns, forward=ns in self.routers)
-        for ns in [self.nat_host, self.nat_host2]:
-            if ns:
-                self._add_ns(ns, forward=False)
+        for host in [self.nat_host, self.nat_host2]:
+            if host:
+                self._add_ns(host, forward=False)
         # The wan: one bridge, one port per attached host.
         _run(["ip", "-n", self.wan, "link", "add", "br0", "type", "bridge"])
         _run(["ip", "-n", self.wan, "link", "set", "br0", "up"])
