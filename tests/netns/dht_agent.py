@@ -23,6 +23,9 @@ Commands (addresses are ``[host, port]``, keys 64 hex digits, data UTF-8):
 * ``ping {addr}`` -> ``address`` (ours, as the node saw it);
 * ``holepunch {peer, referrer}`` -> ``address`` the answer came from;
 * ``send {addr, data}`` -> ``{}`` once ``send_datagram`` returned;
+* ``opener {addr, data, ttl}`` -> ``{}``: one application datagram sent from
+  the DHT's own socket with IP TTL ``ttl`` (the low-TTL opener: it opens our
+  NAT towards ``addr`` and expires before the far NAT);
 * ``recv {wait}`` -> ``data``, ``from``: the next application datagram
   (queued since start; ``error: "Timeout"`` when none came in time);
 * ``stats`` -> a few counters; ``close`` -> ``{}``, then the process exits.
@@ -40,6 +43,7 @@ import argparse
 import json
 import os
 import queue
+import socket
 import sys
 import threading
 from typing import Any
@@ -145,6 +149,21 @@ class Agent:
 
     def cmd_send(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.dht.send_datagram(str(msg["data"]).encode(), addr_arg(msg["addr"], "addr"))
+        return {}
+
+    def cmd_opener(self, msg: dict[str, Any]) -> dict[str, Any]:
+        addr = addr_arg(msg["addr"], "addr")
+        ttl = int(msg["ttl"])
+        data = b"\xff\xff\xff" + str(msg.get("data", "opener")).encode()  # a datagram frame
+        driver = self.dht.dht.driver
+        sock = driver.socket
+        with driver.locked():  # no other datagram may go out with this TTL
+            previous = sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            try:
+                sock.sendto(data, addr)
+            finally:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, previous)
         return {}
 
     def cmd_recv(self, msg: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import importlib.util
-import itertools
 import json
 import os
 import re
@@ -44,19 +43,16 @@ from typing import Any
 
 import pytest
 
-from .lab import LabProcess, NatLab, ct_flow, leftover_namespaces, own_prefix
+from .dht_client import BACKEND, Addr, AgentError, DhtAgent
+from .lab import NatLab, ct_flow, leftover_namespaces, own_prefix
 
-BACKEND = os.environ.get("HYPERDHT_TEST_BACKEND", "thread")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPEAT = 10
 BOOTSTRAP_PORT = 49737
-AGENT = Path(__file__).resolve().with_name("dht_agent.py")
 INTEROP = Path(__file__).resolve().parent.parent / "interop"
 PINNED = {"hyperdht": "1.3.0", "dht-rpc": "2.3.0"}
 #: Seconds a record-only experiment listens for a datagram that should not come.
 SILENCE = 1.0
-
-Addr = tuple[str, int]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -82,70 +78,6 @@ def report(record_property: Callable[[str, object], None], name: str, value: obj
     """Keep an observation in the junit XML (record_property) and in -s output."""
     record_property(name, value)
     print(f"[netns:{BACKEND}] {name}: {json.dumps(value, indent=1, default=str)}")
-
-
-class AgentError(Exception):
-    """A command answered ``ok: false``; ``.error`` is the exception's class name."""
-
-    def __init__(self, cmd: str, reply: dict[str, Any]) -> None:
-        super().__init__(f"{cmd}: {reply.get('error')}: {reply.get('message')}")
-        self.error = reply.get("error")
-        self.reply = reply
-
-
-class DhtAgent:
-    """Client of ``dht_agent.py``: one HyperDHT node inside a lab namespace."""
-
-    def __init__(
-        self,
-        lab: NatLab,
-        ns: str,
-        *,
-        host: str = "0.0.0.0",
-        port: int = 0,
-        bootstrap: Sequence[Addr] = (),
-        ephemeral: bool = False,
-    ) -> None:
-        args = [str(AGENT), "--backend", BACKEND, "--host", host, "--port", str(port)]
-        for h, p in bootstrap:
-            args += ["--bootstrap", f"{h}:{p}"]
-        if ephemeral:
-            args.append("--ephemeral")
-        self.ns = ns
-        self.proc: LabProcess = lab.python(ns, args)
-        m = self.proc.expect(r"^READY (\d+) (\{.*\})$", timeout=10)
-        self.port = int(m.group(1))
-        self.info = json.loads(m.group(2))
-        self._seq = itertools.count(1)
-
-    def call(self, cmd: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
-        """Run one command and return its reply; raises AgentError if not ok."""
-        seq = next(self._seq)
-        self.proc.send_line(json.dumps({"seq": seq, "cmd": cmd, **args}))
-        m = self.proc.expect(rf'^\{{"seq": {seq}[,}}].*$', timeout=timeout)
-        reply: dict[str, Any] = json.loads(m.group(0))
-        if not reply.get("ok"):
-            raise AgentError(cmd, reply)
-        return reply
-
-    def fails(self, cmd: str, timeout: float = 5.0, **args: Any) -> tuple[str | None, float]:
-        """Run a command expected to fail: ``(error name or None, seconds taken)``."""
-        t0 = time.monotonic()
-        try:
-            self.call(cmd, timeout=timeout, **args)
-        except AgentError as exc:
-            return exc.error, time.monotonic() - t0
-        return None, time.monotonic() - t0
-
-    def recv(self, timeout: float = 5.0) -> tuple[str, Addr]:
-        r = self.call("recv", timeout=timeout + 2, wait=timeout)
-        return r["data"], (r["from"][0], r["from"][1])
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call("close", timeout=5)
-        with contextlib.suppress(Exception):
-            self.proc.wait(timeout=5)
 
 
 def start_python_bootstrap(lab: NatLab) -> Addr:

@@ -1,8 +1,10 @@
-"""Self-test of the NAT lab with plain UDP sockets (udp_agent.py in each namespace).
+"""Self-test of the NAT labs with plain UDP sockets (udp_agent.py in each namespace).
 
 Proves the lab behaves like a real NAT: masquerading, replies let back in,
 unsolicited traffic filtered, a manual hole punch through a rendezvous, and
-what conntrack does when the peer's datagram arrived before ours.  The only
+what conntrack does when the peer's datagram arrived before ours; for the
+routed lab also where a TTL expires (and the ICMP that comes back) and what
+each NAT profile does.  The only
 "wait for nothing" is ``UdpAgent.assert_silent`` (1.5 s); everything else
 waits for an event (READY/SENT/RECV lines, conntrack entries) with a timeout.
 """
@@ -20,6 +22,7 @@ import pytest
 
 from .lab import (
     NatLab,
+    RoutedLab,
     UdpAgent,
     _delete_namespace,
     ct_flow,
@@ -253,6 +256,203 @@ def test_second_nat(nat_lab2: NatLab, record_property) -> None:
     outcome["ct_r"] = lab.conntrack(lab.router)
     outcome["ct_r2"] = lab.conntrack(lab.router2)
     report(record_property, "double_nat_naive_punch", outcome)
+
+
+# --------------------------------------------------------------------------- routed lab
+
+
+CHAINS = [1, 4]
+#: Generous: a routed lab builds in about 0.2 s here (see NAT-REPORT.md).
+BUILD_LIMIT_S = 10.0
+
+
+def flow(src: tuple[str, int], dst: tuple[str, int]) -> str:
+    """:func:`ct_flow` for a tuple of two (ip, port) addresses."""
+    return ct_flow(src[0], dst[0], src[1], dst[1])
+
+
+def ct_ports(line: str) -> list[int]:
+    """The sport/dport numbers of a conntrack line, original tuple first."""
+    return [int(x) for x in re.findall(r"[sd]port=(\d+)", line)]
+
+
+@pytest.mark.parametrize("chain", CHAINS)
+def test_routed_topology(
+    routed_lab_factory: Callable[..., RoutedLab], record_property, chain: int
+) -> None:
+    lab = routed_lab_factory(chain=chain)
+    assert lab.build_seconds is not None and lab.build_seconds < BUILD_LIMIT_S
+    assert len(lab.namespaces) == chain + 5  # RA, RB, A, B, P + the cores
+    assert set(lab.routers) == {lab.router_a, lab.router_b, *lab.core}
+    for ns in lab.namespaces:
+        out = lab.exec(ns, ["ip", "-o", "addr", "show"])
+        assert " inet6 " not in out, f"{ns} has IPv6 addresses:\n{out}"
+        for m in re.finditer(r" inet (\S+)", out):
+            iface = ipaddress.ip_interface(m.group(1))
+            assert iface.ip.is_loopback or iface.ip in LAB_NET, f"{ns}: {iface}"
+        forward = lab.exec(ns, ["cat", "/proc/sys/net/ipv4/ip_forward"]).strip()
+        assert forward == ("1" if ns in lab.routers else "0"), ns
+    for ns in lab.core:
+        # Private space is not routed on the Internet: no core router reaches a LAN.
+        routes = lab.exec(ns, ["ip", "route"])
+        assert "198.19." not in routes and "default" not in routes, routes
+    report(record_property, f"routed_build_chain{chain}", round(lab.build_seconds, 3))
+
+
+@pytest.mark.parametrize("chain", CHAINS)
+def test_ttl_expires_where_it_should(
+    routed_lab_factory: Callable[..., RoutedLab], record_property, chain: int
+) -> None:
+    """From B (behind NAT B): TTL t dies at the t-th router on the way, whose
+    ICMP time-exceeded comes back through NAT B; one more reaches the target."""
+    lab = routed_lab_factory(chain=chain)
+    assert lab.router_a and lab.router_b
+    p = lab.udp_agent(lab.bootstrap)
+    b = lab.udp_agent(lab.host_b, icmp=True)
+    path = lab.path_from_b(lab.bootstrap)
+    assert len(path) == 1 + chain - lab.bootstrap_at + 1
+    seen = []
+    for ttl in range(1, len(path) + 1):
+        b.send(*p.addr, f"ttl{ttl}", ttl=ttl)
+        # An ICMP about this very datagram: it died at that router, so P never gets it.
+        assert b.icmp(f"ttl{ttl}") == (path[ttl - 1][1], 11, 0), (ttl, path)
+        seen.append(path[ttl - 1][1])
+    b.send(*p.addr, "arrives", ttl=len(path) + 1)
+    assert p.recv(payload="arrives")[:2] == (lab.public_b_ip, b.port)
+    assert [line for line in p.proc.lines if line.startswith("RECV")] == [
+        f"RECV {lab.public_b_ip} {b.port} arrives"
+    ]
+
+    # The opener: TTL 2 towards A's public address opens NAT B, then expires in
+    # the core, before NAT A; TTL chain+2 is the first that reaches NAT A.
+    to_ra = lab.path_from_b(lab.router_a)
+    assert len(to_ra) == chain + 1
+    b.send(lab.public_a_ip, 40000, "opener", ttl=2)
+    assert b.icmp("opener") == (to_ra[1][1], 11, 0)
+    lab.wait_conntrack(ct_flow(lab.host_b_ip, lab.public_a_ip, b.port, 40000), lab.router_b)
+    b.send(lab.public_a_ip, 40000, "last-miss", ttl=chain + 1)
+    assert b.icmp("last-miss") == (to_ra[-1][1], 11, 0)
+    assert f"src={lab.public_b_ip} " not in lab.conntrack(lab.router_a)
+    b.send(lab.public_a_ip, 40000, "reaches-ra", ttl=chain + 2)
+    lab.wait_conntrack(
+        ct_flow(lab.public_b_ip, lab.public_a_ip, b.port, 40000) + r" \[UNREPLIED\]",
+        lab.router_a,
+    )
+    report(record_property, f"ttl_chain{chain}", {"to_p": seen, "to_ra": to_ra})
+
+
+@pytest.mark.parametrize("chain", CHAINS)
+def test_linux_profile_remaps_after_unreplied_inbound(
+    routed_lab_factory: Callable[..., RoutedLab], record_property, chain: int
+) -> None:
+    """linux: B's datagram to A's mapping reaches NAT A first and stays as an
+    UNREPLIED entry there, so A's later datagram to B leaves NAT A from another
+    port, and NAT B (expecting the announced one) does not let it through."""
+    lab = routed_lab_factory(chain=chain)
+    assert lab.router_a and lab.router_b
+    p = lab.udp_agent(lab.bootstrap, echo=True)
+    a = lab.udp_agent(lab.host_a)
+    b = lab.udp_agent(lab.host_b)
+    a_pub = public_mapping(lab, a, p, "map-a")
+    b_pub = public_mapping(lab, b, p, "map-b")
+    assert a_pub[0] == lab.public_a_ip and b_pub[0] == lab.public_b_ip
+
+    b.send(*a_pub, "early")
+    # Terminated at the router (reply tuple from NAT A itself, not from A's LAN address).
+    early = lab.wait_conntrack(
+        flow(b_pub, a_pub) + r" \[UNREPLIED\] " + flow(a_pub, b_pub), lab.router_a
+    )
+    a.send(*b_pub, "late")
+    late = lab.wait_conntrack(
+        ct_flow(a.ip, b_pub[0], a.port, b_pub[1], (b_pub[0], a_pub[0], b_pub[1], None)),
+        lab.router_a,
+    )
+    remapped = ct_ports(late)[-1]
+    assert remapped != a_pub[1], late
+    # NAT B holds B -> NAT A:announced; the datagram from NAT A:remapped is a new
+    # inbound flow that ends at the router: B never sees it.
+    lab.wait_conntrack(
+        flow((a_pub[0], remapped), b_pub) + r" \[UNREPLIED\] "
+        + flow(b_pub, (a_pub[0], remapped)),
+        lab.router_b,
+    )  # fmt: skip
+    assert not [line for line in b.proc.lines if "late" in line]
+    report(record_property, f"linux_remap_chain{chain}", {"early": early, "late": late})
+
+
+def test_openwrt_profile_drops_new_to_router(
+    routed_lab_factory: Callable[..., RoutedLab], record_property
+) -> None:
+    """openwrt: the early datagram is dropped before conntrack confirms it, so
+    A's later datagram keeps its port and NAT B lets it in: the naive punch works."""
+    lab = routed_lab_factory(chain=4, nat_a="openwrt")
+    assert lab.router_a and lab.router_b
+    p = lab.udp_agent(lab.bootstrap, echo=True)
+    a = lab.udp_agent(lab.host_a)
+    b = lab.udp_agent(lab.host_b)
+    a_pub = public_mapping(lab, a, p, "map-a")
+    b_pub = public_mapping(lab, b, p, "map-b")
+    before = lab.input_drops(lab.router_a)
+    b.send(*a_pub, "early")
+    wait_for(lambda: lab.input_drops(lab.router_a) > before, what="INPUT NEW DROP counted")
+    assert f"src={b_pub[0]} " not in lab.conntrack(lab.router_a)
+    a.send(*b_pub, "late")
+    assert b.recv(payload="late")[:2] == a_pub  # same port: no collision to avoid
+    b.send(*a_pub, "back")
+    assert a.recv(payload="back")[:2] == b_pub
+    report(record_property, "openwrt", {"a_public": a_pub, "b_public": b_pub})
+
+
+@pytest.mark.parametrize("profile", ["linux", "openwrt", "random"])
+def test_mapping_per_destination(
+    routed_lab_factory: Callable[..., RoutedLab], record_property, profile: str
+) -> None:
+    """linux/openwrt keep one public port for every destination (and here the
+    LAN port); random gives each new destination its own random port."""
+    lab = routed_lab_factory(chain=1, nat_a=profile)
+    a = lab.udp_agent(lab.host_a)
+    echoes = [lab.udp_agent(lab.bootstrap, echo=True) for _ in range(3)]
+    ports = [public_mapping(lab, a, e, f"to-{i}")[1] for i, e in enumerate(echoes)]
+    # A flow keeps its mapping: the first destination sees the same port again.
+    assert public_mapping(lab, a, echoes[0], "again")[1] == ports[0]
+    if profile == "random":
+        # All three equal by chance: (1/64512)^2.
+        assert len(set(ports)) > 1, ports
+    else:
+        assert ports == [a.port] * 3, (ports, a.port)
+    report(record_property, f"mapping_{profile}", {"lan_port": a.port, "public_ports": ports})
+
+
+def test_public_side_is_reachable_unsolicited(
+    routed_lab_factory: Callable[..., RoutedLab],
+) -> None:
+    lab = routed_lab_factory(chain=4, nat_a="public")
+    assert lab.router_a is None and lab.host_a_ip == lab.public_a_ip
+    assert len(lab.namespaces) == 4 + 4
+    a = lab.udp_agent(lab.host_a)
+    b = lab.udp_agent(lab.host_b)
+    b.send(*a.addr, "unsolicited")
+    assert a.recv(payload="unsolicited")[:2] == (lab.public_b_ip, b.port)
+    # And the hop count from B: NAT B and all four cores.
+    assert len(lab.path_from_b(lab.host_a)) == 5
+
+
+def test_routed_lab_rejects_bad_arguments() -> None:
+    for kwargs in ({"chain": 0}, {"nat_a": "cgnat"}, {"nat_b": ""}, {"bootstrap_at": 5}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            RoutedLab(**kwargs)  # type: ignore[arg-type]
+
+
+def test_routed_teardown_on_error(
+    routed_lab_factory: Callable[..., RoutedLab],  # only for the availability check
+) -> None:
+    lab = RoutedLab(chain=4)
+    with pytest.raises(RuntimeError, match="boom"), lab:
+        assert len(leftover_namespaces(lab.id)) == 9
+        proc = lab.udp_agent(lab.core[1]).proc
+        raise RuntimeError("boom")
+    assert proc.poll() is not None
+    assert lab.namespaces == [] and leftover_namespaces(lab.id) == []
 
 
 # --------------------------------------------------------------------------- teardown
