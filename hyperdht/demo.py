@@ -8,7 +8,7 @@ client, all on 127.0.0.1), then walks through what hyperdht is for:
 2. the client looks the key up and learns the NATed node's address, and
    which node told it (the *referrer*);
 3. a direct ping to the NATed node times out: its NAT drops datagrams from
-   addresses it has not sent to (:mod:`hyperdht.natsocket`);
+   addresses it has not sent to (:mod:`hyperdht.testing.natsocket`);
 4. the client hole punches through the referrer, which forwards the ping to
    the NATed node (the NAT lets the referrer in); the NATed node answers the
    client directly, which opens its NAT towards the client;
@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 from .discovery import HyperDHT
 from .errors import HyperDHTError, RequestTimeout
 from .ipencoding import Address
-from .natsocket import nat_socket
+from .testing.natsocket import nat_socket
 
 __all__ = ["DemoError", "main", "run"]
 
