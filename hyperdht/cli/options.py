@@ -17,7 +17,7 @@ import argparse
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from ..addressing import DEFAULT_PORT, parse_address
 from ..drivers import BACKENDS
@@ -38,6 +38,8 @@ __all__ = [
     "positive_int_arg",
     "seconds_arg",
 ]
+
+_N = TypeVar("_N", int, float)
 
 #: What a config key holds: ``"int"``, ``"port"`` (0-65535), ``"positive"``
 #: (an int of at least 1), ``"bool"``, ``"str"``, ``"strs"`` (a string or a
@@ -77,12 +79,16 @@ def new_parser(
 # -- argument types ------------------------------------------------------------
 
 
+def _number(text: str, kind: type[_N], what: str) -> _N:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
 def port_arg(text: str) -> int:
     """argparse type: a port number 0-65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    port = _number(text, int, "a port number")
     if not 0 <= port < 65536:
         raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
     return port
@@ -90,10 +96,7 @@ def port_arg(text: str) -> int:
 
 def positive_int_arg(text: str) -> int:
     """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _number(text, int, "an integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -101,10 +104,7 @@ def positive_int_arg(text: str) -> int:
 
 def seconds_arg(text: str) -> float:
     """argparse type: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text, float, "a number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
