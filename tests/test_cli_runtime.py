@@ -146,6 +146,8 @@ def test_map_bounded_keeps_order_and_counts_errors_as_false(sim_drivers: list[Dr
     ]
     assert sorted(seen) == list(range(8))  # each item exactly once
     assert map_bounded(fn, [], sim_drivers) == []
+    with pytest.raises(ArgumentError, match=r"^drivers: "):
+        map_bounded(fn, [1], [])
 
 
 def test_map_bounded_runs_one_call_per_driver_at_once(thread_drivers: list[Driver]) -> None:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from ..discovery import HyperDHT
 from ..drivers import Driver, Event
-from ..errors import StateError
+from ..errors import ArgumentError, StateError
 from .errors import CommandError, UsageError
 from .output import say_error
 
@@ -112,7 +112,10 @@ def map_bounded(
     """``[fn(x) for x in items]`` with one worker task per driver in
     ``drivers``, each taking the next item when it is done with one, so at
     most ``len(drivers)`` calls run at once. An item whose call raised (the
-    error is logged) counts as False."""
+    error is logged) counts as False. Raises ArgumentError when there are
+    items but no driver."""
+    if items and not drivers:
+        raise ArgumentError("drivers: map_bounded needs at least one driver")
     results = [False] * len(items)
     pending = iter(enumerate(items))
     # Only held around next(): never across a switch, so a plain lock also
@@ -131,7 +134,7 @@ def map_bounded(
             except Exception:
                 log.exception("%r failed", fn)
 
-    tasks = [Task(d, worker, name="hyperdht-worker") for d in drivers[: max(1, len(items))]]
+    tasks = [Task(d, worker, name="hyperdht-worker") for d in drivers[: len(items)]]
     for task in tasks:
         task.join()
     return results
