@@ -64,14 +64,16 @@ def new_parser(
     epilog: str | None = None,
     suppress_defaults: bool = False,
 ) -> OneLineParser:
-    """A parser for one command. With ``suppress_defaults`` an option left
-    out is absent from the namespace, so that a config file can fill it in."""
+    """A parser for one command (``description`` is wrapped, ``epilog``
+    printed as written). With ``suppress_defaults`` an option left out is
+    absent from the namespace, so that a config file can fill it in."""
     return OneLineParser(
         prog=prog,
         usage=usage,
         description=description,
         epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # An epilog is laid out by hand (a list of subcommands): keep it so.
+        formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
     )
 
