@@ -18,7 +18,7 @@ import gevent
 import gevent.event
 
 from hyperdht import HyperDHT, HyperDHTError
-from hyperdht.natsocket import NATSocket
+from hyperdht.testing.natsocket import NATSocket
 
 DEFAULT_KEY = hashlib.sha256(b"hyperdht example").hexdigest()
 

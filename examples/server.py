@@ -20,7 +20,7 @@ import signal
 import threading
 
 from hyperdht import HyperDHT, HyperDHTError
-from hyperdht.natsocket import NATSocket
+from hyperdht.testing.natsocket import NATSocket
 
 DEFAULT_KEY = hashlib.sha256(b"hyperdht example").hexdigest()
 

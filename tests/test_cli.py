@@ -422,8 +422,8 @@ def test_console_scripts_are_declared() -> None:
     from importlib.metadata import entry_points
 
     scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
-    assert scripts["hyperdht"].value == "hyperdht.cli:main"
-    assert scripts["hyperdht-swarm"].value == "hyperdht.swarm:main"
+    assert scripts["hyperdht"].value == "hyperdht.cli.node:main"
+    assert scripts["hyperdht-swarm"].value == "hyperdht.cli.swarm:main"
     assert callable(scripts["hyperdht"].load()) and callable(scripts["hyperdht-swarm"].load())
 
 
@@ -433,7 +433,7 @@ def test_console_scripts_are_declared() -> None:
 def test_swarm_bounded_run(backend: str) -> None:
     result = run(
         "-m",
-        "hyperdht.swarm",
+        "hyperdht.cli.swarm",
         "--count",
         "8",
         "--announce",
@@ -455,7 +455,16 @@ def test_swarm_bounded_run(backend: str) -> None:
 
 def test_swarm_joins_a_network_and_stops_on_sigint(start: Start, boot: Boot, backend: str) -> None:
     swarm = Proc(
-        "-m", "hyperdht.swarm", "-n", "3", "-b", boot.address, "--host", HOST, "--backend", backend
+        "-m",
+        "hyperdht.cli.swarm",
+        "-n",
+        "3",
+        "-b",
+        boot.address,
+        "--host",
+        HOST,
+        "--backend",
+        backend,
     )
     try:
         swarm.expect(r"3 nodes up .* \(3 bootstrapped\)")
@@ -467,7 +476,7 @@ def test_swarm_joins_a_network_and_stops_on_sigint(start: Start, boot: Boot, bac
 
 
 def test_swarm_usage_error() -> None:
-    result = run("-m", "hyperdht.swarm", "--count", "0")
+    result = run("-m", "hyperdht.cli.swarm", "--count", "0")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("hyperdht-swarm: error: ")
     assert len(result.stderr.strip().splitlines()) == 1

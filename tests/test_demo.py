@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from hyperdht.natsocket import NATSocket, nat_socket
+from hyperdht.testing.natsocket import NATSocket, nat_socket
 
 DEADLINE = 30.0  # the demo takes about a second; only a broken run waits this long
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -1,4 +1,8 @@
-"""An emulated NAT on a real UDP socket, for demos and tests on one machine.
+"""An emulated NAT on a real UDP socket: a demo and test fixture.
+
+Not part of the protocol library: ``hyperdht demo``, ``examples/server.py
+--nat`` and the tests use it to show and check hole punching on one
+machine, where there is no real NAT.
 
 :class:`NATSocket` wraps a bound UDP socket and behaves like a
 port-restricted NAT (RFC 4787 "address and port-dependent filtering"): a
@@ -17,8 +21,9 @@ offers what :class:`hyperdht.drivers.base.SocketLike` asks for, plus
 socket, so either driver can wait on it (the gevent driver waits for
 readability and then calls this object's own ``recvfrom``).
 
-The simulator in :mod:`hyperdht.testing` has a complete NAT model (mappings,
-filtering kinds, timeouts); this module is the small real-socket version.
+The simulator in :mod:`hyperdht.testing` has a complete NAT model
+(:class:`~hyperdht.testing.NAT`: mappings, filtering kinds, timeouts); this
+module is the small real-socket version.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from __future__ import annotations
 import logging
 import socket as _socket
 from typing import Any
+
+from ..drivers import BACKENDS
+from ..errors import ArgumentError
 
 __all__ = ["NATSocket", "nat_socket"]
 
@@ -130,9 +138,10 @@ class NATSocket(_FilteringSocket):
 
 
 def nat_socket(backend: str, host: str = "127.0.0.1", port: int = 0) -> NATSocket:
-    """A bound NAT-emulating socket for ``backend`` ("thread" or "gevent":
-    the same :class:`NATSocket` serves both). Raises ValueError for another
-    backend, OSError when binding fails."""
-    if backend not in ("thread", "gevent"):
-        raise ValueError(f"backend must be 'thread' or 'gevent', got {backend!r}")
+    """A bound NAT-emulating socket for ``backend`` (one of
+    :data:`hyperdht.drivers.BACKENDS`: the same :class:`NATSocket` serves
+    all). Raises ArgumentError (a ValueError) for another backend, OSError
+    when binding fails."""
+    if backend not in BACKENDS:
+        raise ArgumentError(f"backend: must be one of {BACKENDS}, got {backend!r}")
     return NATSocket.bind(host, port)

@@ -8,7 +8,7 @@ client, all on 127.0.0.1), then walks through what hyperdht is for:
 2. the client looks the key up and learns the NATed node's address, and
    which node told it (the *referrer*);
 3. a direct ping to the NATed node times out: its NAT drops datagrams from
-   addresses it has not sent to (:mod:`hyperdht.natsocket`);
+   addresses it has not sent to (:mod:`hyperdht.testing.natsocket`);
 4. the client hole punches through the referrer, which forwards the ping to
    the NATed node (the NAT lets the referrer in); the NATed node answers the
    client directly, which opens its NAT towards the client;
@@ -21,7 +21,6 @@ the step that failed. It takes about a second.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import sys
@@ -29,12 +28,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .discovery import HyperDHT
-from .errors import HyperDHTError, RequestTimeout
-from .ipencoding import Address
-from .natsocket import nat_socket
+from ..discovery import HyperDHT
+from ..errors import HyperDHTError, RequestTimeout
+from ..ipencoding import Address
+from ..testing.natsocket import NATSocket, nat_socket
+from .errors import CommandError
+from .options import add_backend, new_parser
+from .output import configure_logging, format_address, say
+from .runtime import driver_of, open_node, require_backend, run_main
 
-__all__ = ["DemoError", "main", "run"]
+__all__ = ["DemoError", "exchange", "main", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +55,18 @@ PING = b"hello from the client"
 PONG = b"hello back from behind the NAT"
 
 
-class DemoError(Exception):
-    """A demo step failed; the message says which and why."""
+class DemoError(CommandError):
+    """A demo step failed; the message says which and why (exit status 1)."""
 
 
-def _addr(a: Address) -> str:
-    return f"{a.host}:{a.port}"
-
-
-def run(backend: str = "thread", say: Callable[[str], None] = print) -> None:
-    """Run the demo on ``backend`` ("thread" or "gevent"), reporting each
-    step through ``say``. Raises DemoError when a step fails, ImportError
-    when the backend is not installed, OSError when sockets cannot be bound.
-    """
+def run(backend: str = "thread", say: Callable[[str], None] = say) -> None:
+    """Run the demo on ``backend`` (one of :data:`hyperdht.drivers.BACKENDS`),
+    reporting each step through ``say``. Raises DemoError when a step fails,
+    CommandError when the backend is not installed or sockets cannot be
+    bound."""
+    require_backend(backend)
     nodes: list[HyperDHT] = []
-    nat_sock = None
+    nat_sock: NATSocket | None = None
     step = 0
 
     def next_step(text: str) -> None:
@@ -78,7 +78,7 @@ def run(backend: str = "thread", say: Callable[[str], None] = print) -> None:
         raise DemoError(f"step {step + 1}: {text}")
 
     def start(**kwargs: Any) -> HyperDHT:
-        node = HyperDHT(host=HOST, backend=backend, timeout=NODE_TIMEOUT, **kwargs)
+        node = open_node(host=HOST, backend=backend, timeout=NODE_TIMEOUT, **kwargs)
         nodes.append(node)
         return node
 
@@ -90,23 +90,26 @@ def run(backend: str = "thread", say: Callable[[str], None] = print) -> None:
         say(f"hyperdht demo ({backend} backend), everything on {HOST}")
 
         boot = start()
-        bootstrap = [_addr(boot.address)]
-        next_step(f"bootstrap node listening on {_addr(boot.address)}")
+        bootstrap = [format_address(boot.address)]
+        next_step(f"bootstrap node listening on {format_address(boot.address)}")
 
         relays = [start(bootstrap=bootstrap) for _ in range(RELAYS)]
         for relay in relays:
             join(relay, "a relay node")
-        listed = ", ".join(_addr(r.address) for r in relays)
+        listed = ", ".join(format_address(r.address) for r in relays)
         next_step(f"{RELAYS} relay nodes joined: {listed}")
 
         # The NATed node is ephemeral, like a real node behind a NAT: nobody
         # puts it in a routing table, so only the nodes it contacted itself
         # (the ones it announced to) can reach it.
-        nat_sock = nat_socket(backend, HOST)
+        try:
+            nat_sock = nat_socket(backend, HOST)
+        except OSError as exc:
+            raise CommandError(exc.strerror or str(exc)) from None
         natted = start(bootstrap=bootstrap, ephemeral=True, socket=nat_sock)
         join(natted, "the NATed node")
         next_step(
-            f"node N listening on {_addr(natted.address)} behind an emulated NAT "
+            f"node N listening on {format_address(natted.address)} behind an emulated NAT "
             "(it drops datagrams from addresses it has not sent to)"
         )
 
@@ -125,10 +128,11 @@ def run(backend: str = "thread", say: Callable[[str], None] = print) -> None:
                 referrer = result.node
                 break
         if referrer is None:
-            fail(f"the lookup did not return N ({_addr(natted.address)})")
+            fail(f"the lookup did not return N ({format_address(natted.address)})")
         next_step(
-            f"client C on {_addr(client.address)} looked the key up: peer "
-            f"{_addr(natted.address)}, returned by {_addr(referrer)} (the referrer)"
+            f"client C on {format_address(client.address)} looked the key up: peer "
+            f"{format_address(natted.address)}, returned by {format_address(referrer)} "
+            "(the referrer)"
         )
 
         dropped = nat_sock.dropped
@@ -147,10 +151,10 @@ def run(backend: str = "thread", say: Callable[[str], None] = print) -> None:
         try:
             punched = client.holepunch(natted.address, referrer)
         except HyperDHTError as exc:
-            fail(f"hole punch through {_addr(referrer)} failed: {exc!r}")
+            fail(f"hole punch through {format_address(referrer)} failed: {exc!r}")
         next_step(
-            f"C hole punches through {_addr(referrer)}: N answered from {_addr(punched)}, "
-            "its NAT now lets C in"
+            f"C hole punches through {format_address(referrer)}: N answered from "
+            f"{format_address(punched)}, its NAT now lets C in"
         )
 
         exchange(natted, client, punched, fail)
@@ -168,9 +172,10 @@ def exchange(
     natted: HyperDHT, client: HyperDHT, punched: Address, fail: Callable[[str], NoReturn]
 ) -> None:
     """Send PING from the client to the NATed node on ``punched`` and PONG
-    back, with application datagrams on the DHT's own port."""
-    got_ping = natted.dht.driver.new_event()
-    got_pong = client.dht.driver.new_event()
+    back, with application datagrams on the DHT's own port; ``fail`` is
+    called when a message does not arrive in time."""
+    got_ping = driver_of(natted).new_event()
+    got_pong = driver_of(client).new_event()
     received: dict[str, tuple[bytes, Address]] = {}
 
     def on_natted(data: bytes, sender: Address) -> None:
@@ -191,42 +196,23 @@ def exchange(
         fail("C did not receive N's reply")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hyperdht demo``; returns the exit status."""
-    parser = _Parser(
-        prog=PROG,
-        description="Start a small network on 127.0.0.1 and show a hole punch to a "
-        "node behind an emulated NAT. Needs no setup.",
-    )
-    parser.add_argument(
-        "--backend", choices=("thread", "gevent"), default="thread", help="default: thread"
-    )
-    parser.add_argument("--verbose", action="store_true", help="log the library's debug output")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    try:
-        run(args.backend, lambda line: print(line, flush=True))
-    except DemoError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except (ImportError, OSError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    def body() -> int:
+        parser = new_parser(
+            PROG,
+            "Start a small network on 127.0.0.1 and show a hole punch to a "
+            "node behind an emulated NAT. Needs no setup.",
+        )
+        add_backend(parser, default="thread")
+        parser.add_argument("--verbose", action="store_true", help="log the library's debug output")
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        configure_logging(logging.DEBUG if args.verbose else logging.WARNING)
+        run(args.backend)
+        return 0
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,30 +24,28 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from .cli import (
-    BACKENDS,
-    REFRESH_INTERVAL,
-    CommandError,
+from ..discovery import HyperDHT
+from ..drivers import Event
+from ..errors import HyperDHTError
+from .node import REFRESH_INTERVAL
+from .options import (
     OneLineParser,
-    Runtime,
-    StopSignal,
-    Task,
-    UsageError,
-    configure_logging,
-    format_address,
+    add_backend,
+    add_bootstrap,
+    add_host,
+    add_port,
+    new_parser,
     parse_bootstrap,
-    port_arg,
     positive_int_arg,
+    seconds_arg,
 )
-from .discovery import HyperDHT
-from .errors import HyperDHTError
+from .output import configure_logging, format_address, say
+from .runtime import StopSignal, Task, driver_of, map_bounded, open_node, require_backend, run_main
 
-__all__ = ["SwarmReport", "main"]
+__all__ = ["Swarm", "SwarmReport", "build_parser", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -60,49 +58,29 @@ CHECK_LOOKUPS = 10
 #: and a selector), for raising the process limit.
 FDS_PER_NODE = {"thread": 4, "gevent": 1}
 
-T = TypeVar("T")
 
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     """The ``hyperdht-swarm`` option parser."""
-    p = OneLineParser(
-        prog=PROG,
-        description="Run many hyperdht nodes in one process (load and behaviour tests).",
-    )
+    p = new_parser(PROG, "Run many hyperdht nodes in one process (load and behaviour tests).")
     p.add_argument(
         "-n", "--count", type=positive_int_arg, required=True, metavar="N", help="number of nodes"
     )
-    p.add_argument(
-        "-b",
-        "--bootstrap",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]",
-        help="join this network (repeatable, comma-separated); default: the first "
+    add_bootstrap(
+        p,
+        "join this network (repeatable, comma-separated); default: the first "
         "node is the swarm's bootstrap node",
+        default=[],
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument(
-        "-p",
-        "--port",
-        type=port_arg,
+    add_host(p, "address to bind (default: 127.0.0.1)", default="127.0.0.1")
+    add_port(
+        p,
+        "port of the swarm's bootstrap node when there is no --bootstrap (default: any)",
         default=0,
-        help="port of the swarm's bootstrap node when there is no --bootstrap (default: any)",
     )
     p.add_argument(
         "-a", "--announce", action="store_true", help="each node announces sha256(its id)"
     )
-    p.add_argument("--backend", choices=BACKENDS, default="thread", help="default: thread")
+    add_backend(p, default="thread")
     p.add_argument(
         "--batch",
         type=positive_int_arg,
@@ -113,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-d",
         "--duration",
-        type=_seconds,
+        type=seconds_arg,
         metavar="SECONDS",
         help="stop SECONDS after the swarm is up (and has announced); default: at a signal",
     )
@@ -183,42 +161,25 @@ def raise_fd_limit(needed: int) -> None:
         log.warning("open files limit %d may be too low for this swarm (%d)", target, needed)
 
 
-def run_limited(
-    runtime: Runtime, fn: Callable[[T], bool], items: Sequence[T], limit: int
-) -> list[bool]:
-    """``[fn(x) for x in items]`` with at most ``limit`` running at once, in
-    threads or greenlets."""
-    if runtime.backend == "gevent":
-        import gevent.pool
-
-        results: list[bool] = gevent.pool.Pool(limit).map(fn, items)
-        return results
-    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="hyperdht-swarm") as pool:
-        return list(pool.map(fn, items))
-
-
 class Swarm:
-    """The nodes of one ``hyperdht-swarm`` run."""
+    """The nodes of one ``hyperdht-swarm`` run. The first node's driver
+    provides the events and background tasks of the run."""
 
-    def __init__(self, args: argparse.Namespace, runtime: Runtime, stop: StopSignal) -> None:
+    def __init__(self, args: argparse.Namespace, stop: StopSignal) -> None:
         self.args = args
-        self.runtime = runtime
         self.stop = stop
         self.nodes: list[HyperDHT] = []
         self.report = SwarmReport()
 
     def _node(self, bootstrap: Sequence[str], port: int = 0) -> HyperDHT:
-        try:
-            node = HyperDHT(
-                bootstrap=list(bootstrap),
-                host=self.args.host,
-                port=port,
-                backend=self.args.backend,
-            )
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        except OSError as exc:
-            raise CommandError(exc.strerror or str(exc)) from None
+        node = open_node(
+            bootstrap=list(bootstrap),
+            host=self.args.host,
+            port=port,
+            backend=self.args.backend,
+        )
+        if not self.nodes:
+            self.stop.attach(driver_of(node))
         if self.args.verbose:
             i = len(self.nodes)
             node.add_listener("announce", lambda key, peer: log.info("node %d: announce", i))
@@ -236,9 +197,10 @@ class Swarm:
             first = self._node((), args.port)
             host = "127.0.0.1" if args.host == "0.0.0.0" else first.address.host
             bootstrap = [format_address(first.address._replace(host=host))]
-            print(f"{PROG}: bootstrap node listening on {bootstrap[0]}", flush=True)
+            say(f"{PROG}: bootstrap node listening on {bootstrap[0]}")
             self.report.bootstrapped += 1
-        while len(self.nodes) < args.count and not self.stop.wait(0):
+        # At least one batch: the run's events come from the first node.
+        while len(self.nodes) < args.count and not (self.nodes and self.stop.is_set()):
             batch = [
                 self._node(bootstrap) for _ in range(min(args.batch, args.count - len(self.nodes)))
             ]
@@ -248,18 +210,17 @@ class Swarm:
             log.info("%d nodes started", len(self.nodes))
         self.report.nodes = len(self.nodes)
         self.report.startup = time.monotonic() - began
-        print(
+        say(
             f"{PROG}: {len(self.nodes)} nodes up in {self.report.startup:.2f} s "
-            f"({self.report.bootstrapped} bootstrapped)",
-            flush=True,
+            f"({self.report.bootstrapped} bootstrapped)"
         )
 
     def announce_all(self) -> None:
-        """Every node announces sha256(its id)."""
+        """Every node announces sha256(its id), ``--batch`` at once."""
         began = time.monotonic()
 
         def announce(node: HyperDHT) -> bool:
-            if node.closed:
+            if node.closed or self.stop.is_set():
                 return False
             try:
                 node.announce_discard(hashlib.sha256(node.id).digest())
@@ -268,15 +229,14 @@ class Swarm:
                 return False
             return True
 
-        results = run_limited(self.runtime, announce, list(self.nodes), self.args.batch)
+        # One worker per node of the first batch, each on that node's driver.
+        workers = [driver_of(n) for n in self.nodes[: self.args.batch]]
+        results = map_bounded(announce, list(self.nodes), workers)
         ok = sum(results)
         self.report.announce_rounds += 1
         self.report.announced += ok
         self.report.announce_failed += len(results) - ok
-        print(
-            f"{PROG}: {ok}/{len(results)} announced in {time.monotonic() - began:.2f} s",
-            flush=True,
-        )
+        say(f"{PROG}: {ok}/{len(results)} announced in {time.monotonic() - began:.2f} s")
 
     def check_lookups(self) -> None:
         """Look a few announced keys up from random nodes."""
@@ -296,68 +256,63 @@ class Swarm:
                 log.info("check lookup failed: %s", exc)
             self.report.lookups += 1
             self.report.lookups_found += found
-        print(
-            f"{PROG}: lookups {self.report.lookups_found}/{self.report.lookups} found "
-            "the announcer",
-            flush=True,
+        say(
+            f"{PROG}: lookups {self.report.lookups_found}/{self.report.lookups} found the announcer"
         )
 
-    def reannounce(self, done: Any) -> None:
+    def reannounce(self, done: Event) -> None:
         """Announce again every 4-5 minutes until ``done`` is set."""
         while not done.wait(random.uniform(*REFRESH_INTERVAL)):
             self.announce_all()
 
     def close(self) -> None:
-        """Close every node."""
-        for node in self.nodes:
+        """Close every node, the first (which runs the background tasks) last."""
+        for node in reversed(self.nodes):
             node.close()
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the swarm ``args`` describe; returns the exit status."""
-    runtime = Runtime(args.backend)
+    require_backend(args.backend)
     raise_fd_limit(args.count * FDS_PER_NODE[args.backend] + 64)
-    stop = StopSignal(runtime)
-    swarm = Swarm(args, runtime, stop)
     began = time.monotonic()
-    done = runtime.event()
     task: Task | None = None
-    try:
-        swarm.start()
-        if args.announce and not stop.wait(0):
-            swarm.announce_all()
-            swarm.check_lookups()
-            task = runtime.spawn(swarm.reannounce, done, name="hyperdht-swarm-announce")
-        stop.wait(args.duration)
-        swarm.report.ran = time.monotonic() - began
-        lines = swarm.report.summary(swarm.nodes, args.backend)
-    finally:
-        done.set()
-        swarm.close()
-        runtime.restore_signals()
+    with StopSignal(PROG, args.backend) as stop:
+        swarm = Swarm(args, stop)
+        done: Event | None = None
+        try:
+            swarm.start()
+            driver = driver_of(swarm.nodes[0])
+            done = driver.new_event()
+            if args.announce and not stop.is_set():
+                swarm.announce_all()
+                swarm.check_lookups()
+                task = Task(driver, swarm.reannounce, done, name="hyperdht-reannounce")
+            stop.wait(args.duration)
+            swarm.report.ran = time.monotonic() - began
+            lines = swarm.report.summary(swarm.nodes, args.backend)
+        finally:
+            stop.set()  # an announce round in progress stops at once
+            if done is not None:
+                done.set()
+            swarm.close()
     if task is not None:
         task.join(1.0)
     for line in lines:
-        print(line, flush=True)
+        say(line)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hyperdht-swarm``; returns the exit status."""
-    try:
+
+    def body() -> int:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
         parse_bootstrap(args.bootstrap)
         configure_logging(logging.INFO if args.verbose else logging.WARNING)
         return run(args)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except CommandError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":  # pragma: no cover
