@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hyperdht import HyperDHT, QueryResponse, collect_stream
+from hyperdht import HyperDHT, PeerResponse, collect_stream
 from hyperdht.discovery import collect_peers
 from hyperdht.ipencoding import Address
 from hyperdht.testing import Network
@@ -59,11 +59,11 @@ def swarm() -> Iterator[Swarm]:
     s.close()
 
 
-def lookup(node: HyperDHT, key: bytes, **kw: Any) -> list[QueryResponse]:
+def lookup(node: HyperDHT, key: bytes, **kw: Any) -> list[PeerResponse]:
     return collect_stream(node.lookup(key, **kw))
 
 
-def all_local(results: list[QueryResponse]) -> set[Address]:
+def all_local(results: list[PeerResponse]) -> set[Address]:
     return {p for r in results for p in r.local_peers}
 
 
