@@ -197,3 +197,18 @@ def test_udprequest_timeout_forwarding_and_close(backend: str) -> None:
     finally:
         for u in (a, r, b):
             u.close()
+
+
+def test_a_request_completes_at_the_now_of_the_call_that_completed_it() -> None:
+    core, _, _ = make()
+    answered = core.request(b"a", A, now=0.0)
+    silent = core.request(b"b", A, now=0.1)
+    assert answered.completed_at == 0.0 and silent.completed_at == 0.1
+    core.receive(answered.tid.to_bytes(2, "big"), A, 0.7)
+    assert answered.completed_at == 0.7
+    while not silent.done():
+        deadline = core.get_timer()
+        assert deadline is not None and deadline < 10
+        core.handle_timer(deadline)
+    assert isinstance(silent.exception(), RequestTimeout)
+    assert silent.completed_at == deadline
