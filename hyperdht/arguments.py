@@ -67,7 +67,12 @@ def check_port(value: Any, what: str = "port") -> int:
 
 
 def check_command(value: Any, what: str = "command") -> str:
-    """A non-empty string."""
+    """A non-empty string that encodes as UTF-8 (checked here, so that a
+    query never fails half-started when its request is encoded)."""
     if not isinstance(value, str) or not value:
         raise ArgumentError(f"{what} must be a non-empty string, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ArgumentError(f"{what} must be encodable as UTF-8, got {value!r}") from None
     return value

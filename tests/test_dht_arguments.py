@@ -133,3 +133,11 @@ def test_every_error_raised_derives_from_hyperdht_error() -> None:
         DHT(port=70000)
     with pytest.raises(HyperDHTError):
         RequestCore(timeout=-1)
+
+
+def test_a_command_that_cannot_be_encoded_is_refused_before_the_query_starts() -> None:
+    net = Network(seed=6)
+    with DHT(backend=net.host()) as dht:
+        with pytest.raises(ArgumentError, match="command"):
+            dht.query("bad\udc80", bytes(32))
+        assert dht.core.inflight_queries == 0
