@@ -167,12 +167,27 @@ def test_listeners_see_what_is_served() -> None:
         disco.add_listener("nope", print)
 
 
-def test_the_reply_stays_under_the_size_limit() -> None:
+def test_replies_are_packed_while_under_900_bytes() -> None:
     dht, _ = make()
-    for i in range(400):
-        peers_request(dht, Address(f"10.1.{i // 200}.{i % 200 + 1}", 7000), 1, now=0.0)
-    res = peers_request(dht, ASKER, messages.LOOKUP, now=1.0, update=False)
-    assert res is not None and len(res.peers or b"") == 150 * 6  # 900 bytes of peers
+    for i in range(300):
+        src = Address(f"10.1.{i // 200}.{i % 200 + 1}", 7000)
+        local = local6("192.168.7.1", 1000 + i) if i % 2 else None
+        peers_request(dht, src, messages.ANNOUNCE, now=0.0, local=local)
+    picks = set()
+    for _ in range(2):
+        res = peers_request(dht, ASKER, messages.LOOKUP, now=1.0, update=False)
+        assert res is not None and res.local_peers is None
+        peers = PEERS.decode_list(res.peers or b"")
+        assert len(peers) == len(set(peers)) == 150  # 900 bytes of 6-byte peers
+        picks.add(frozenset(peers))
+    assert len(picks) == 2  # a random pick each time (odds 1 in C(300, 150))
+    lan = local6("192.168.0.1", 0)
+    res = peers_request(dht, ASKER, messages.LOOKUP, now=1.0, local=lan, update=False)
+    assert res is not None
+    size = len(res.peers or b"") + len(res.local_peers or b"")
+    # The last entry is added while under 900 bytes: 6 or 10 more.
+    assert 900 <= size < 910
+    assert 0 < len(res.local_peers or b"") // 4 < len(res.peers or b"") // 6
 
 
 # -- the client side -------------------------------------------------------------
