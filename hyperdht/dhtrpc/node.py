@@ -118,6 +118,7 @@ class DHT:
                 timeout=timeout,
                 now=self._driver.now(),
             )
+            self._setup_core(self._core)
         except BaseException:
             self._driver.close()  # never leak the bound socket
             raise
@@ -129,6 +130,11 @@ class DHT:
         if boot or restored:
             with self._driver.locked():
                 self._ready = self._core.bootstrap(now=self._driver.now())
+
+    def _setup_core(self, core: DHTCore) -> None:
+        """Hook for subclasses: extend the core before the driver starts
+        feeding it (so no datagram arrives before, say, a handler is
+        installed). ``self.driver`` and ``self.address`` are usable."""
 
     # -- properties --------------------------------------------------------
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..arguments import check_positive_int, check_positive_number
+from ..dhtrpc.core import DHTCore
 from ..dhtrpc.node import DHT, QueryHandler
 from ..dhtrpc.query import QueryOptions
 from ..dhtrpc.stream import QueryStream, discard_stream
@@ -51,8 +52,8 @@ class HyperDHT(DHT):
         max_peers: int = DEFAULT_MAX_SIZE,
     ) -> None:
         # Checked before the socket is bound, so a bad value leaks nothing.
-        check_positive_number(max_age, "max_age")
-        check_positive_int(max_peers, "max_peers")
+        self._max_age = check_positive_number(max_age, "max_age")
+        self._max_peers = check_positive_int(max_peers, "max_peers")
         super().__init__(
             id=id,
             bootstrap=bootstrap,
@@ -67,10 +68,13 @@ class HyperDHT(DHT):
             ipv6=ipv6,
             inline_handlers=inline_handlers,
         )
-        with self.driver.lock:
-            self._discovery = DiscoveryCore(
-                self.core, max_age=max_age, max_peers=max_peers, address=self.address
-            )
+
+    def _setup_core(self, core: DHTCore) -> None:
+        # Before the driver starts: a peers request never meets a node
+        # without the handler.
+        self._discovery = DiscoveryCore(
+            core, max_age=self._max_age, max_peers=self._max_peers, address=self.address
+        )
 
     @property
     def discovery(self) -> DiscoveryCore:
