@@ -25,14 +25,18 @@ Quick start::
 from __future__ import annotations
 
 from .dhtrpc import DHT, QueryStream, collect_stream, collect_values, discard_stream
-from .discovery import HyperDHT, QueryResponse
+from .discovery import HyperDHT, PeerResponse
 from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    BindError,
     ClosedError,
     DecodeError,
     HyperDHTError,
     QueryError,
     RequestCancelled,
     RequestTimeout,
+    StateError,
 )
 from .ipencoding import Address, Node
 
@@ -41,7 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "HyperDHT",
-    "QueryResponse",
+    "PeerResponse",
     "DHT",
     "QueryStream",
     "Address",
@@ -55,4 +59,8 @@ __all__ = [
     "RequestCancelled",
     "QueryError",
     "ClosedError",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "StateError",
+    "BindError",
 ]

@@ -7,6 +7,7 @@ import ipaddress
 import socket
 from typing import Any
 
+from .errors import ArgumentError
 from .ipencoding import Address
 
 __all__ = ["DEFAULT_PORT", "parse_address", "resolve_address"]
@@ -19,9 +20,9 @@ def _port(value: Any, what: str, text: Any) -> int:
     try:
         port = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what}: bad port in {text!r}") from None
+        raise ArgumentError(f"{what}: bad port in {text!r}") from None
     if isinstance(value, bool) or not 0 < port < 65536:
-        raise ValueError(f"{what}: port must be 1-65535 in {text!r}")
+        raise ArgumentError(f"{what}: port must be 1-65535 in {text!r}")
     return port
 
 
@@ -34,18 +35,18 @@ def parse_address(value: Any, *, what: str = "address", default_port: int | None
     if isinstance(value, tuple) and len(value) >= 2:
         host, port = value[0], value[1]
         if not isinstance(host, str) or not host:
-            raise ValueError(f"{what}: bad host in {value!r}")
+            raise ArgumentError(f"{what}: bad host in {value!r}")
         return Address(host, _port(port, what, value))
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what}: expected 'host:port' or (host, port), got {value!r}")
+        raise ArgumentError(f"{what}: expected 'host:port' or (host, port), got {value!r}")
     text = value.strip()
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ValueError(f"{what}: unclosed '[' in {value!r}")
+            raise ArgumentError(f"{what}: unclosed '[' in {value!r}")
         host, rest = text[1:end], text[end + 1 :]
         if rest and not rest.startswith(":"):
-            raise ValueError(f"{what}: bad address {value!r}")
+            raise ArgumentError(f"{what}: bad address {value!r}")
         port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, port_text = text.split(":")
@@ -54,10 +55,10 @@ def parse_address(value: Any, *, what: str = "address", default_port: int | None
     else:
         host, port_text = text, None
     if not host:
-        raise ValueError(f"{what}: missing host in {value!r}")
+        raise ArgumentError(f"{what}: missing host in {value!r}")
     if port_text is None or port_text == "":
         if default_port is None:
-            raise ValueError(f"{what}: missing port in {value!r}")
+            raise ArgumentError(f"{what}: missing port in {value!r}")
         return Address(host, default_port)
     return Address(host, _port(port_text, what, value))
 
@@ -73,13 +74,13 @@ def resolve_address(addr: Address, *, ipv6: bool = False, what: str = "address")
         pass
     else:
         if ipv6 and ip.version == 4:
-            raise ValueError(f"{what}: {host} is IPv4 but this node is IPv6")
+            raise ArgumentError(f"{what}: {host} is IPv4 but this node is IPv6")
         if not ipv6 and ip.version == 6:
-            raise ValueError(f"{what}: {host} is IPv6 but this node is IPv4 (use ipv6=True)")
+            raise ArgumentError(f"{what}: {host} is IPv6 but this node is IPv4 (use ipv6=True)")
         return Address(str(ip), addr.port)
     family = socket.AF_INET6 if ipv6 else socket.AF_INET
     try:
         infos = socket.getaddrinfo(host, addr.port, family, socket.SOCK_DGRAM)
     except OSError as exc:
-        raise ValueError(f"{what}: cannot resolve {host!r}: {exc}") from None
+        raise ArgumentError(f"{what}: cannot resolve {host!r}: {exc}") from None
     return Address(str(infos[0][4][0]), addr.port)

@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from .errors import StateError
+
 __all__ = ["Future", "InvalidStateError"]
 
 T = TypeVar("T")
 
 
-class InvalidStateError(RuntimeError):
+class InvalidStateError(StateError):
     """The future is not in the state the call needs (done / not done)."""
 
 

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .errors import DecodeError
+from .errors import ArgumentError, DecodeError
 
 __all__ = [
     "Address",
@@ -49,10 +49,14 @@ __all__ = [
     "peer_codec",
     "node_codec",
     "BytesLike",
+    "ID_LENGTH",
 ]
 
 BytesLike = bytes | bytearray | memoryview
 """What the decoders accept: any contiguous byte buffer."""
+
+#: Bytes in a DHT node id, a query target and a peer-discovery key.
+ID_LENGTH = 32
 
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
@@ -95,12 +99,12 @@ def _pack_address(addr: tuple[str, int], ipv6: bool) -> bytes:
     try:
         host, port = addr
     except (TypeError, ValueError):
-        raise ValueError(f"address must be a (host, port) pair, got {addr!r}") from None
+        raise ArgumentError(f"address must be a (host, port) pair, got {addr!r}") from None
     if type(port) is not int or not 0 < port < 65536:
         # bool is an int subclass; type() rather than isinstance() keeps it out.
-        raise ValueError(f"port must be an int in 1-65535, got {port!r}")
+        raise ArgumentError(f"port must be an int in 1-65535, got {port!r}")
     if not isinstance(host, str):
-        raise ValueError(f"host must be a str, got {host!r}")
+        raise ArgumentError(f"host must be a str, got {host!r}")
     try:
         packed = _inet_pton(_AF_INET6 if ipv6 else _AF_INET, host)
     except (OSError, ValueError):
@@ -108,7 +112,7 @@ def _pack_address(addr: tuple[str, int], ipv6: bool) -> bytes:
         if ipv6 and _is_ipv4(host):
             mapped = "::ffff:" + host
             hint = f" (the IPv6 codec takes IPv4 in mapped form: {mapped!r})"
-        raise ValueError(f"not an {_family_name(ipv6)} address: {host!r}{hint}") from None
+        raise ArgumentError(f"not an {_family_name(ipv6)} address: {host!r}{hint}") from None
     return packed + port.to_bytes(2, "big")
 
 
@@ -211,13 +215,13 @@ class NodeCodec:
     size: int
     """Bytes per encoded node."""
 
-    def __init__(self, id_length: int = 32, ipv6: bool = False) -> None:
+    def __init__(self, id_length: int = ID_LENGTH, ipv6: bool = False) -> None:
         """Make a codec for nodes with *id_length*-byte ids and IPv6 or IPv4 addresses.
 
         Raises ValueError if *id_length* is not a positive int.
         """
         if type(id_length) is not int or id_length < 1:
-            raise ValueError(f"id_length must be a positive int, got {id_length!r}")
+            raise ArgumentError(f"id_length must be a positive int, got {id_length!r}")
         self.ipv6 = bool(ipv6)
         self.id_length = id_length
         ip_len = 16 if self.ipv6 else 4
@@ -237,9 +241,9 @@ class NodeCodec:
         """
         node_id = node.id
         if not isinstance(node_id, (bytes, bytearray)):
-            raise ValueError(f"node id must be bytes, got {type(node_id).__name__}")
+            raise ArgumentError(f"node id must be bytes, got {type(node_id).__name__}")
         if len(node_id) != self.id_length:
-            raise ValueError(
+            raise ArgumentError(
                 f"node id must be {self.id_length} bytes, got {len(node_id)}: "
                 f"{bytes(node_id).hex()}"
             )
@@ -304,9 +308,9 @@ IPV4_PEER = PeerCodec(ipv6=False)
 """The 6-byte IPv4 peer codec (what dht-rpc and hyperdht use on the wire)."""
 IPV6_PEER = PeerCodec(ipv6=True)
 """The 18-byte IPv6 peer codec."""
-IPV4_NODE = NodeCodec(32, ipv6=False)
+IPV4_NODE = NodeCodec(ID_LENGTH, ipv6=False)
 """The 38-byte IPv4 node codec, 32-byte ids (the ``nodes`` field of dht-rpc)."""
-IPV6_NODE = NodeCodec(32, ipv6=True)
+IPV6_NODE = NodeCodec(ID_LENGTH, ipv6=True)
 """The 50-byte IPv6 node codec, 32-byte ids."""
 
 
@@ -315,11 +319,11 @@ def peer_codec(ipv6: bool) -> PeerCodec:
     return IPV6_PEER if ipv6 else IPV4_PEER
 
 
-def node_codec(ipv6: bool, id_length: int = 32) -> NodeCodec:
+def node_codec(ipv6: bool, id_length: int = ID_LENGTH) -> NodeCodec:
     """Return a node codec for the family and id length (shared when ``id_length`` is 32).
 
     Raises ValueError if *id_length* is not a positive int.
     """
-    if id_length == 32 and type(id_length) is int:
+    if id_length == ID_LENGTH and type(id_length) is int:
         return IPV6_NODE if ipv6 else IPV4_NODE
     return NodeCodec(id_length, ipv6=ipv6)

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Generic, Protocol, TypeVar
 
+from .errors import ArgumentError, ArgumentTypeError
+
 __all__ = ["Contact", "KBucket", "distance"]
 
 
@@ -135,11 +137,11 @@ class KBucket(Generic[C]):
         *ping_count* is not an int >= 1.
         """
         if not isinstance(local_id, bytes) or not local_id:
-            raise ValueError(f"local_id must be non-empty bytes, got {local_id!r}")
+            raise ArgumentError(f"local_id must be non-empty bytes, got {local_id!r}")
         if type(k) is not int or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+            raise ArgumentError(f"k must be an int >= 1, got {k!r}")
         if type(ping_count) is not int or ping_count < 1:
-            raise ValueError(f"ping_count must be an int >= 1, got {ping_count!r}")
+            raise ArgumentError(f"ping_count must be an int >= 1, got {ping_count!r}")
         self.local_id = local_id
         self.k = k
         self.ping_count = ping_count
@@ -237,7 +239,7 @@ class KBucket(Generic[C]):
         """
         cid = contact.id
         if type(cid) is not bytes:
-            raise TypeError(f"contact.id must be bytes, got {type(cid).__name__}")
+            raise ArgumentTypeError(f"contact.id must be bytes, got {type(cid).__name__}")
         bucket = self._where.get(cid)
         if bucket is not None:
             incumbent = bucket[cid]
@@ -246,7 +248,7 @@ class KBucket(Generic[C]):
             else:
                 selection = self.arbiter(incumbent, contact)
                 if selection.id != cid:
-                    raise ValueError("arbiter returned a contact with a different id")
+                    raise ArgumentError("arbiter returned a contact with a different id")
             del bucket[cid]
             bucket[cid] = selection
             if self.on_updated is not None:
@@ -359,12 +361,12 @@ class KBucket(Generic[C]):
         Raises TypeError if *target* is not bytes, ValueError if *n* is negative.
         """
         if not isinstance(target, bytes):
-            raise TypeError(f"target must be bytes, got {type(target).__name__}")
+            raise ArgumentTypeError(f"target must be bytes, got {type(target).__name__}")
         total = len(self._where)
         if n is None:
             n = total
         elif n < 0:
-            raise ValueError(f"n must be >= 0, got {n!r}")
+            raise ArgumentError(f"n must be >= 0, got {n!r}")
         if n == 0 or total == 0:
             return []
         lengths = self._lengths

@@ -9,8 +9,12 @@ from typing import Any
 import pytest
 
 from hyperdht import DHT, HyperDHT
+from hyperdht.dhtrpc import DHTCore
+from hyperdht.dhtrpc.query import QueryOptions
+from hyperdht.errors import ArgumentError, HyperDHTError
 from hyperdht.ipencoding import Address, Node
 from hyperdht.testing import Network
+from hyperdht.udprequest import RequestCore
 
 
 def driver_threads() -> list[str]:
@@ -77,3 +81,63 @@ def test_operations_reject_bad_arguments() -> None:
             dht.on_query("_ping", lambda node, query: None)
         with pytest.raises(ValueError, match="reserved"):
             dht.on_update("peers", lambda node, query: None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"concurrency": True}, "concurrency"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": 1.5}, "concurrency"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": True}, "timeout"),
+        ({"id": b"short"}, "id"),
+    ],
+)
+def test_every_layer_agrees_on_the_shared_arguments(kwargs: dict[str, Any], named: str) -> None:
+    """DHT, HyperDHT, DHTCore and RequestCore validate with the same
+    functions, so a value one rejects, all reject, with ArgumentError."""
+    net = Network(seed=4)
+    makers: list[Any] = [
+        lambda: DHT(backend=net.host(), **kwargs),
+        lambda: HyperDHT(backend=net.host(), **kwargs),
+        lambda: DHTCore(**kwargs),
+    ]
+    if "timeout" in kwargs:
+        makers.append(lambda: RequestCore(**kwargs))
+    for make in makers:
+        with pytest.raises(ArgumentError, match=named):
+            make()
+
+
+def test_query_options_are_checked_once_for_core_and_node() -> None:
+    net = Network(seed=5)
+    with DHT(backend=net.host()) as dht:
+        with pytest.raises(ArgumentError, match="concurrency"):
+            dht.query("x", bytes(32), concurrency=True)
+        with dht.driver.locked(), pytest.raises(ArgumentError, match="concurrency"):
+            dht.core.query("x", bytes(32), now=dht.driver.now(), concurrency=True)
+    with pytest.raises(ArgumentError, match="concurrency"):
+        QueryOptions(concurrency=0)
+
+
+def test_configuration_is_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        DHT(None, ["127.0.0.1:1"])  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        HyperDHT(None)  # type: ignore[misc]
+
+
+def test_every_error_raised_derives_from_hyperdht_error() -> None:
+    with pytest.raises(HyperDHTError):
+        DHT(port=70000)
+    with pytest.raises(HyperDHTError):
+        RequestCore(timeout=-1)
+
+
+def test_a_command_that_cannot_be_encoded_is_refused_before_the_query_starts() -> None:
+    net = Network(seed=6)
+    with DHT(backend=net.host()) as dht:
+        with pytest.raises(ArgumentError, match="command"):
+            dht.query("bad\udc80", bytes(32))
+        assert dht.core.inflight_queries == 0

@@ -105,7 +105,6 @@ def advance(core: DHTCore, until: float) -> None:
     """Run every timer due up to ``until``, in order, as a driver would."""
     while (t := core.get_timer()) is not None and t <= until:
         core.handle_timer(t)
-    core.set_now(until)
 
 
 def addr(i: int) -> Address:
@@ -366,7 +365,7 @@ def test_ids_in_requests_are_stored_with_their_address() -> None:
 
 def test_ids_in_responses_are_stored_with_the_address_they_came_from() -> None:
     core = make_core()
-    fut = core.ping(A)
+    fut = core.ping(A, now=0.0)
     [sent] = drain(core)
     assert sent.request is not None and sent.request.id == core.id
     nid = b"\x33" * 32
@@ -380,7 +379,7 @@ def test_ids_in_responses_are_stored_with_the_address_they_came_from() -> None:
 
 def test_a_response_from_another_address_completes_nothing() -> None:
     core = make_core()
-    fut = core.ping(A)
+    fut = core.ping(A, now=0.0)
     [sent] = drain(core)
     core.receive_datagram(frame_response(sent.tid, pong(b"\x33" * 32, A)), B, 0.0)
     assert not fut.done()
@@ -391,7 +390,7 @@ def test_a_response_from_another_address_completes_nothing() -> None:
 def test_own_id_is_never_stored() -> None:
     core = make_core()
     deliver(core, ping_req(core.id), A)
-    fut = core.ping(B)
+    fut = core.ping(B, now=0.0)
     [sent] = drain(core)
     answer(core, sent, pong(core.id, B))
     assert fut.result() == B
@@ -400,8 +399,8 @@ def test_own_id_is_never_stored() -> None:
 
 def test_ephemeral_node_sends_no_id_and_is_never_stored() -> None:
     eph = make_core(seed=2, ephemeral=True)
-    eph.ping(A)
-    eph.query("x", bytes(32), nodes=[B])
+    eph.ping(A, now=0.0)
+    eph.query("x", bytes(32), now=0.0, nodes=[B])
     sent = drain(eph)
     assert len(sent) == 2
     assert all(s.request is not None and s.request.id is None for s in sent)
@@ -412,7 +411,7 @@ def test_ephemeral_node_sends_no_id_and_is_never_stored() -> None:
     # Feed the ephemeral node's own datagrams to a normal node: it answers
     # them but stores nothing.
     core = make_core(seed=3)
-    eph.ping(A)
+    eph.ping(A, now=0.0)
     [ping] = drain(eph)
     assert ping.request is not None
     core.receive_datagram(frame_request(ping.tid, ping.request), Address("10.2.0.1", 1), 0.0)
@@ -454,7 +453,7 @@ def test_wrong_length_id_in_a_request_is_dropped(bad_id: bytes) -> None:
 
 def test_wrong_length_id_in_a_response_fails_the_request() -> None:
     core = make_core()
-    fut = core.ping(A)
+    fut = core.ping(A, now=0.0)
     [sent] = drain(core)
     answer(core, sent, pong(b"\x01" * 20, A))
     assert core.stats.drops["bad_id"] == 1
@@ -464,7 +463,7 @@ def test_wrong_length_id_in_a_response_fails_the_request() -> None:
 
 def test_undecodable_response_fails_the_request_and_is_counted() -> None:
     core = make_core()
-    fut = core.ping(A)
+    fut = core.ping(A, now=0.0)
     [sent] = drain(core)
     core.receive_datagram(sent.tid.to_bytes(2, "big") + b"\x0a\x40", A, 0.0)
     assert core.stats.drops["decode"] == 1
@@ -528,7 +527,7 @@ def test_forwarded_ping_is_answered_to_the_original_requester() -> None:
 @given(st.binary(max_size=200), st.booleans())
 def test_arbitrary_datagrams_never_raise(payload: bytes, as_request: bool) -> None:
     core = make_core()
-    core.ping(A)  # something for a response to match
+    core.ping(A, now=0.0)  # something for a response to match
     [sent] = drain(core)
     header = (0x8000 | 5) if as_request else sent.tid
     core.receive_datagram(header.to_bytes(2, "big") + payload, A, 0.0)
@@ -556,8 +555,7 @@ def test_silent_peer_times_out_after_1_25_to_1_5_seconds() -> None:
 
     sent_at = [0.0, 0.1, 0.24]
     for i, t in enumerate(sent_at):
-        core.set_now(t)
-        core.ping(SILENT).add_done_callback(watch(i))
+        core.ping(SILENT, now=t).add_done_callback(watch(i))
     while len(failed_at) < len(sent_at):
         deadline = core.get_timer()
         assert deadline is not None and deadline < 10
@@ -571,7 +569,7 @@ def test_silent_peer_times_out_after_1_25_to_1_5_seconds() -> None:
 def test_concurrency_cap_queues_and_drains_on_responses_and_timeouts() -> None:
     core = make_core(concurrency=2)
     targets = [addr(i) for i in range(12)]
-    futures = [core.ping(t) for t in targets]
+    futures = [core.ping(t, now=0.0) for t in targets]
     now = 0.0
     answered = set()
     while not all(f.done() for f in futures):
@@ -622,7 +620,7 @@ def test_maintenance_pings_stale_contacts_and_drops_the_silent() -> None:
     # Tick 16 with three queries in flight: only one contact is checked.
     t = 16 * MAINTENANCE_INTERVAL - 0.5
     advance(core, t)
-    queries = [core.query("q", bytes(32), nodes=[SILENT]) for _ in range(3)]
+    queries = [core.query("q", bytes(32), now=t, nodes=[SILENT]) for _ in range(3)]
     assert core.inflight_queries == 3
     drain(core)
     advance(core, 16 * MAINTENANCE_INTERVAL)
@@ -650,7 +648,7 @@ def bucket_full_setup(
 ) -> tuple[DHTCore, list[tuple[bytes, Address]], tuple[bytes, Address], list[Sent], float]:
     core = make_core()
     if bootstrapped:
-        core.bootstrap()  # nothing to bootstrap from: done at once
+        core.bootstrap(now=0.0)  # nothing to bootstrap from: done at once
         assert core.bootstrapped
     rng = random.Random(9)
     contacts = fill_far_bucket(core, rng)
@@ -721,7 +719,7 @@ def test_full_bucket_pings_nobody_while_bootstrapping() -> None:
 
 def test_full_bucket_keeps_contacts_heard_from_recently() -> None:
     core = make_core()
-    core.bootstrap()
+    core.bootstrap(now=0.0)
     rng = random.Random(9)
     contacts = fill_far_bucket(core, rng)
     t = 2 * MAINTENANCE_INTERVAL + 1
@@ -736,12 +734,12 @@ def test_full_bucket_keeps_contacts_heard_from_recently() -> None:
 
 def test_closed_core_ignores_input_and_fails_requests() -> None:
     core = make_core()
-    fut = core.ping(A)
+    fut = core.ping(A, now=0.0)
     drain(core)
     core.close()
     assert fut.done() and fut.exception() is not None
     assert deliver(core, ping_req(None), A) == []
-    late = core.ping(B)
+    late = core.ping(B, now=0.0)
     assert late.done() and late.exception() is not None
     assert core.get_timer() is None
     assert drain(core) == []

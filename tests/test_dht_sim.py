@@ -209,8 +209,7 @@ def test_query_from_a_node_without_contacts_starts_at_the_bootstrap(swarm: Swarm
     try:
         target = random.Random(6).randbytes(32)
         with driver.locked():
-            core.set_now(driver.now())
-            query = core.query("probe", target)
+            query = core.query("probe", target, now=driver.now())
         results = collect_stream(QueryStream[QueryResponse](driver, query))
         assert entry.stats.requests_served["probe"] == served + 1
         assert set(closest(swarm.ids, target)) <= {r.node.id for r in results}
@@ -288,7 +287,7 @@ def test_never_more_than_concurrency_requests_in_flight_and_none_lost() -> None:
     random.Random(1).shuffle(targets)
     core = node.core
     with node.driver.locked():
-        futures: list[Future[Address]] = [core.ping(t) for t in targets]
+        futures: list[Future[Address]] = [core.ping(t, now=node.driver.now()) for t in targets]
     peak = 0
     while not all(f.done() for f in futures):
         assert net.step(), "the network went idle with requests unfinished"
@@ -424,8 +423,7 @@ def holepunch_query(p: Punch, *, holepunching: bool) -> PunchQuery:
     core = DHTCore(id=bytes(32), bootstrap=[BOOT], now=driver.now())
     driver.start(core)
     with driver.locked():
-        core.set_now(driver.now())
-        query = core.query("find", p.a.id, holepunching=holepunching)
+        query = core.query("find", p.a.id, now=driver.now(), holepunching=holepunching)
     stream = QueryStream[QueryResponse](driver, query)
     results = collect_stream(stream)
     core.close()

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from hyperdht.peerstore import DEFAULT_MAX_AGE, DEFAULT_MAX_SIZE, PeerStore, StoredPeer
+from hyperdht.discovery.store import DEFAULT_MAX_AGE, DEFAULT_MAX_SIZE, PeerStore, StoredPeer
 
 
 def peer(i: int) -> StoredPeer:

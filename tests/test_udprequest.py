@@ -19,7 +19,7 @@ def make(**kw: object) -> tuple[RequestCore, list[tuple[int, bytes, Address]], l
     drops: list[str] = []
     core = RequestCore(
         rng=random.Random(1),
-        on_request=lambda t, p, a: incoming.append((t, p, a)),
+        on_request=lambda t, p, a, now: incoming.append((t, p, a)),
         on_drop=drops.append,
         **kw,  # type: ignore[arg-type]
     )
@@ -34,14 +34,14 @@ def test_request_framing_and_response_matching() -> None:
     header = int.from_bytes(data[:2], "big")
     assert header & 0x8000 and header & 0x7FFF == req.tid
     assert data[2:] == b"hello"
-    core.receive(req.tid.to_bytes(2, "big") + b"world", A)
+    core.receive(req.tid.to_bytes(2, "big") + b"world", A, 0.0)
     assert req.result() == Response(b"world", A)
     assert core.inflight == 0
 
 
 def test_incoming_request_and_response_framing() -> None:
     core, incoming, _ = make()
-    core.receive(bytes([0x80 | 0x12, 0x34]) + b"q", B)
+    core.receive(bytes([0x80 | 0x12, 0x34]) + b"q", B, 0.0)
     assert incoming == [(0x1234, b"q", B)]
     core.respond(0x1234, b"r", B)
     assert core.outbox[-1] == (bytes([0x12, 0x34]) + b"r", B, None)
@@ -64,9 +64,9 @@ def test_tids_start_random_wrap_and_skip_pending() -> None:
 def test_short_unmatched_and_spoofed_datagrams_dropped() -> None:
     core, incoming, drops = make()
     req = core.request(b"", A, 0.0)
-    core.receive(b"\x80", A)
-    core.receive(((req.tid + 1) % MAX_TID).to_bytes(2, "big"), A)
-    core.receive(req.tid.to_bytes(2, "big"), B)
+    core.receive(b"\x80", A, 0.0)
+    core.receive(((req.tid + 1) % MAX_TID).to_bytes(2, "big"), A, 0.0)
+    core.receive(req.tid.to_bytes(2, "big"), B, 0.0)
     assert drops == ["short", "unmatched_response", "unexpected_source"]
     assert not req.done() and not incoming
 
@@ -74,7 +74,7 @@ def test_short_unmatched_and_spoofed_datagrams_dropped() -> None:
 def test_any_source_accepts_forwarded_answer() -> None:
     core, _, _ = make()
     req = core.request(b"", A, 0.0, any_source=True)
-    core.receive(req.tid.to_bytes(2, "big") + b"x", B)
+    core.receive(req.tid.to_bytes(2, "big") + b"x", B, 0.0)
     assert req.result().address == B
 
 
@@ -197,3 +197,18 @@ def test_udprequest_timeout_forwarding_and_close(backend: str) -> None:
     finally:
         for u in (a, r, b):
             u.close()
+
+
+def test_a_request_completes_at_the_now_of_the_call_that_completed_it() -> None:
+    core, _, _ = make()
+    answered = core.request(b"a", A, now=0.0)
+    silent = core.request(b"b", A, now=0.1)
+    assert answered.completed_at == 0.0 and silent.completed_at == 0.1
+    core.receive(answered.tid.to_bytes(2, "big"), A, 0.7)
+    assert answered.completed_at == 0.7
+    while not silent.done():
+        deadline = core.get_timer()
+        assert deadline is not None and deadline < 10
+        core.handle_timer(deadline)
+    assert isinstance(silent.exception(), RequestTimeout)
+    assert silent.completed_at == deadline

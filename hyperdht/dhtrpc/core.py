@@ -32,13 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import messages
+from ..arguments import check_command, check_id, check_positive_int, check_positive_number
 from ..datagram import Datagram
-from ..errors import ClosedError, DecodeError, HyperDHTError
+from ..errors import ArgumentError, ClosedError, DecodeError, HyperDHTError
 from ..future import Future
-from ..ipencoding import Address, Node, node_codec, peer_codec
+from ..ipencoding import ID_LENGTH, Address, Node, node_codec, peer_codec
 from ..kbucket import KBucket
 from ..udprequest import PendingRequest, RequestCore
-from .query import Query
+from .query import Query, QueryOptions, ResponseCallback
 from .tokens import ROTATE_INTERVAL, TokenStore
 from .types import IncomingQuery, QueryResponse, RemoteNode, Stats
 
@@ -50,13 +51,14 @@ __all__ = [
     "ID_LENGTH",
     "MAINTENANCE_INTERVAL",
     "APP_PREFIX",
+    "Handler",
+    "ResponseCallback",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Bucket size and the number of closest nodes a query keeps.
 K = 20
-ID_LENGTH = 32
 #: Seconds between maintenance ticks (the reference's 5 s).
 MAINTENANCE_INTERVAL = 5.0
 #: Datagrams whose third byte is 0xFF can never be DHT messages (0xFF would
@@ -68,8 +70,8 @@ APP_MARKER = 0xFF
 #: A handler returns this to answer later with :meth:`DHTCore.reply`.
 DEFER: Any = object()
 
+#: ``handler(query)`` returns bytes, None, or :data:`DEFER`.
 Handler = Callable[[IncomingQuery], Any]
-ResponseCallback = Callable[[BaseException | None, "messages.RpcResponse | None", Address], None]
 
 
 class RoutingNode:
@@ -101,6 +103,7 @@ class _Queued:
     address: Address
     callback: ResponseCallback
     any_source: bool
+    now: float
 
 
 class DHTCore:
@@ -128,11 +131,9 @@ class DHTCore:
     ) -> None:
         if id is None:
             id = (random_bytes or os.urandom)(ID_LENGTH)
-        if not isinstance(id, bytes) or len(id) != ID_LENGTH:
-            raise ValueError(f"id must be {ID_LENGTH} bytes, got {id!r}")
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
-        self.id = id
+        self.id = check_id(id)
+        check_positive_int(concurrency, "concurrency")
+        check_positive_number(timeout, "timeout")
         self.ephemeral = bool(ephemeral)
         self.concurrency = concurrency
         self.ipv6 = bool(ipv6)
@@ -141,10 +142,9 @@ class DHTCore:
         self.peer_codec = peer_codec(self.ipv6)
         self.node_codec = node_codec(self.ipv6, ID_LENGTH)
         self._query_id = None if self.ephemeral else self.id
-        self._now = now
         self._rng = rng or random.Random()
         self.udp = RequestCore(
-            timeout=timeout, rng=self._rng, on_request=self._on_request, on_drop=self._drop
+            timeout=timeout, rng=self._rng, on_request=self._on_request, on_drop=self.drop
         )
         self.tokens = TokenStore(random_bytes or os.urandom)
         self.table: KBucket[RoutingNode] = KBucket(self.id, k=K, on_ping=self._on_bucket_full)
@@ -157,7 +157,10 @@ class DHTCore:
         self._repinging: set[bytes] = set()
         self._handlers: dict[tuple[bool, str], Handler] = {}
         self._outbox: list[Datagram] = []
-        self.inflight_queries = 0
+        # Buckets found full while adding a node: the adding call, which
+        # has ``now``, sends the re-pings (KBucket's callback has no time).
+        self._full: list[tuple[list[RoutingNode], RoutingNode]] = []
+        self._inflight_queries = 0
         self.bootstrapped = False
         self.closed = False
         #: Called with ``(payload, address)`` for application datagrams.
@@ -168,13 +171,12 @@ class DHTCore:
         self.on_node_added: Callable[[RoutingNode], None] | None = None
         self.on_node_removed: Callable[[RoutingNode], None] | None = None
         for node in nodes:
-            self._add_node(node.id, node.address, None)
+            self._add_node(node.id, node.address, None, now)
 
     # -- Endpoint contract -------------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Process one datagram from ``addr`` (never raises for bad input)."""
-        self._now = now
         self.stats.datagrams_in += 1
         if self.closed:
             return
@@ -182,9 +184,9 @@ class DHTCore:
             if self.on_datagram is not None:
                 self.on_datagram(data[3:], addr)
             else:
-                self._drop("app_datagram_unhandled")
+                self.drop("app_datagram_unhandled")
             return
-        self.udp.receive(data, addr)
+        self.udp.receive(data, addr, now)
 
     def datagrams_to_send(self) -> list[Datagram]:
         """Drain the datagrams waiting to be sent."""
@@ -211,7 +213,6 @@ class DHTCore:
 
     def handle_timer(self, now: float) -> None:
         """Run request timeouts, maintenance and secret rotation due at ``now``."""
-        self._now = now
         if self.closed:
             return
         before = self.udp.timeouts
@@ -224,14 +225,48 @@ class DHTCore:
             self._next_maintenance += MAINTENANCE_INTERVAL
             self._tick += 1
             if self._tick & 7 == 0:
-                self._ping_some()
+                self._ping_some(now)
+
+    # -- what queries use (the QueryHost protocol of query.py) -------------
+
+    @property
+    def query_id(self) -> bytes | None:
+        """The id our requests and responses carry: None when ephemeral."""
+        return self._query_id
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests sent and waiting for a response (not the queued ones)."""
+        return self.udp.inflight
+
+    @property
+    def inflight_queries(self) -> int:
+        """Queries (and bootstraps) started and not yet done."""
+        return self._inflight_queries
+
+    def query_started(self) -> None:
+        """Count a new query (a :class:`Query` calls this when created)."""
+        self._inflight_queries += 1
+
+    def query_ended(self) -> None:
+        """Count a query that ended (a :class:`Query` calls this once)."""
+        self._inflight_queries -= 1
+
+    def drop(self, reason: str) -> None:
+        """Count a datagram or field dropped, under ``reason`` in
+        :attr:`Stats.drops`."""
+        self.stats.drops[reason] += 1
+
+    def holepunch_request(self, peer: Address) -> messages.RpcRequest:
+        """The ping that asks a referrer to forward it to ``peer``.
+        Raises ArgumentError when ``peer`` does not encode."""
+        try:
+            encoded = self.peer_codec.encode(peer)
+        except ValueError as exc:
+            raise ArgumentError(f"peer: {exc}") from None
+        return messages.RpcRequest(command="_ping", id=self._query_id, forward_request=encoded)
 
     # -- public operations -------------------------------------------------
-
-    def set_now(self, now: float) -> None:
-        """Tell the core the time before an operation called from outside
-        the driver's callbacks (the blocking API does)."""
-        self._now = now
 
     def on_request(self, command: str, handler: Handler | None, *, update: bool) -> None:
         """Register (or with None remove) the handler for queries
@@ -241,10 +276,9 @@ class DHTCore:
         send (bytes or None), or :data:`DEFER` to answer later with
         :meth:`reply`. If it raises, no response is sent.
         """
-        if not isinstance(command, str) or not command:
-            raise ValueError(f"command must be a non-empty string, got {command!r}")
+        check_command(command)
         if command in ("_ping", "_find_node"):
-            raise ValueError(f"command {command!r} is built in and cannot be handled")
+            raise ArgumentError(f"command {command!r} is built in and cannot be handled")
         key = (update, command)
         if handler is None:
             self._handlers.pop(key, None)
@@ -255,11 +289,13 @@ class DHTCore:
         """Answer a query whose handler returned :data:`DEFER`."""
         self._send_query_response(query.tid, query.node.address, query.target, value, query.command)
 
-    def ping(self, addr: Address) -> Future[Address]:
-        """Ping ``addr``; resolves to our address as the peer saw it."""
+    def ping(self, addr: Address, *, now: float) -> Future[Address]:
+        """Ping ``addr`` at ``now``; resolves to our address as the peer saw it."""
         fut: Future[Address] = Future()
 
-        def done(err: BaseException | None, res: messages.RpcResponse | None, _: Address) -> None:
+        def done(
+            err: BaseException | None, res: messages.RpcResponse | None, _: Address, _now: float
+        ) -> None:
             if err is not None:
                 fut.set_exception(err)
                 return
@@ -269,28 +305,29 @@ class DHTCore:
             except DecodeError:
                 fut.set_exception(HyperDHTError("Invalid pong"))
 
-        self.request(messages.RpcRequest(command="_ping", id=self._query_id), addr, done)
+        self.request(messages.RpcRequest(command="_ping", id=self._query_id), addr, done, now)
         return fut
 
-    def holepunch(self, peer: Address, referrer: Address) -> Future[Address]:
+    def holepunch(self, peer: Address, referrer: Address, *, now: float) -> Future[Address]:
         """Ask ``referrer`` to forward a ping to ``peer``; resolves to the
         address the peer's answer came from (use that one: a NAT may map
         the punched path to another port than the announced one)."""
         fut: Future[Address] = Future()
         try:
-            encoded = self.peer_codec.encode(peer)
-        except ValueError as exc:
-            fut.set_exception(ValueError(f"peer: {exc}"))
+            request = self.holepunch_request(peer)
+        except ArgumentError as exc:
+            fut.set_exception(exc)
             return fut
 
-        def done(err: BaseException | None, res: messages.RpcResponse | None, src: Address) -> None:
+        def done(
+            err: BaseException | None, res: messages.RpcResponse | None, src: Address, _now: float
+        ) -> None:
             if err is not None:
                 fut.set_exception(err)
             else:
                 fut.set_result(src)
 
-        request = messages.RpcRequest(command="_ping", id=self._query_id, forward_request=encoded)
-        self.request(request, referrer, done, any_source=True)
+        self.request(request, referrer, done, now, any_source=True)
         return fut
 
     def query(
@@ -299,51 +336,49 @@ class DHTCore:
         target: bytes,
         value: bytes | None = None,
         *,
+        now: float,
         nodes: Iterable[Node | Address] | None = None,
         concurrency: int | None = None,
         holepunching: bool = True,
         update: bool = False,
         verbose: bool = False,
+        options: QueryOptions | None = None,
         map: Callable[[QueryResponse], Any] | None = None,
         initial: Iterable[Any] = (),
     ) -> Query:
-        """Start a query (or, with ``update=True``, an update) and return it.
+        """Start a query (or, with ``update=True``, an update) at ``now``
+        and return it.
 
-        ``map`` turns each :class:`QueryResponse` into the item to yield (None
-        skips it); ``initial`` items are yielded first. Raises ValueError
-        for a bad command, target, value or concurrency.
+        The options are those of :class:`QueryOptions`; pass ``options``
+        instead to use a ready-made one (the keywords are then ignored).
+        ``map`` turns each :class:`QueryResponse` into the item to yield
+        (None skips it); ``initial`` items are yielded first. Raises
+        ArgumentError for a bad command, target, value or concurrency.
         """
-        if not isinstance(command, str) or not command:
-            raise ValueError(f"command must be a non-empty string, got {command!r}")
-        if not isinstance(target, bytes) or len(target) != ID_LENGTH:
-            raise ValueError(f"target must be {ID_LENGTH} bytes, got {target!r}")
+        check_command(command)
+        check_id(target, "target")
         if value is not None and not isinstance(value, bytes):
-            raise ValueError(f"value must be bytes or None, got {type(value).__name__}")
-        if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
-        q = Query(
-            self,
-            command,
-            target,
-            value,
-            nodes=nodes,
-            concurrency=concurrency,
-            holepunching=holepunching,
-            update=update,
-            verbose=verbose,
-            map=map,
-            initial=initial,
-        )
-        q.start()
+            raise ArgumentError(f"value must be bytes or None, got {type(value).__name__}")
+        if options is None:
+            options = QueryOptions(
+                nodes=None if nodes is None else tuple(nodes),
+                concurrency=concurrency,
+                holepunching=holepunching,
+                update=update,
+                verbose=verbose,
+            )
+        q = Query(self, command, target, value, options, map=map, initial=initial)
+        q.start(now)
         return q
 
-    def bootstrap(self) -> Query:
-        """Look up our own id to fill the routing table (a background-friendly
-        query: it uses a lower concurrency while other queries run)."""
+    def bootstrap(self, *, now: float) -> Query:
+        """Look up our own id to fill the routing table, at ``now`` (a
+        background-friendly query: it uses a lower concurrency while other
+        queries run)."""
         q = Query(self, "_find_node", self.id, None)
         if not self.bootstrap_nodes and not len(self.table):
             self.bootstrapped = True
-            q._finish(None)
+            q.finish(None)
             return q
         background = min(self.concurrency, max(2, self.concurrency // 8))
         q.dynamic_concurrency = (self.concurrency, background)
@@ -352,7 +387,7 @@ class DHTCore:
             self.bootstrapped = True
 
         q.add_done_callback(done)
-        q.start()
+        q.start(now)
         return q
 
     def send_datagram(self, data: bytes, addr: Address) -> None:
@@ -377,7 +412,9 @@ class DHTCore:
         queued, self._queue = self._queue, deque()
         self.udp.close()
         for q in queued:
-            q.callback(ClosedError("node is closed"), None, q.address)
+            # Nothing can be sent any more, so the time passed on is moot:
+            # the one the request was queued at.
+            q.callback(ClosedError("node is closed"), None, q.address, q.now)
 
     # -- requests ----------------------------------------------------------
 
@@ -386,18 +423,20 @@ class DHTCore:
         request: messages.RpcRequest,
         addr: Address,
         callback: ResponseCallback,
+        now: float,
         *,
         any_source: bool = False,
     ) -> None:
-        """Send ``request`` respecting the concurrency cap; ``callback(err,
-        response, address)`` runs once when it completes."""
+        """Send ``request`` at ``now`` respecting the concurrency cap;
+        ``callback(err, response, address, now)`` runs once when it
+        completes, with the time of the call that completed it."""
         if self.closed:
-            callback(ClosedError("node is closed"), None, addr)
+            callback(ClosedError("node is closed"), None, addr, now)
             return
         if self.udp.inflight >= self.concurrency or self._queue:
-            self._queue.append(_Queued(request, addr, callback, any_source))
+            self._queue.append(_Queued(request, addr, callback, any_source, now))
             return
-        self._send_request(request, addr, callback, any_source)
+        self._send_request(request, addr, callback, any_source, now)
 
     def _send_request(
         self,
@@ -405,9 +444,10 @@ class DHTCore:
         addr: Address,
         callback: ResponseCallback,
         any_source: bool,
+        now: float,
     ) -> None:
         pending = self.udp.request(
-            messages.encode_request(request), addr, self._now, any_source=any_source
+            messages.encode_request(request), addr, now, any_source=any_source
         )
 
         def done(req: Future[Any]) -> None:
@@ -416,50 +456,50 @@ class DHTCore:
         pending.add_done_callback(done)
 
     def _on_request_done(self, req: PendingRequest, callback: ResponseCallback) -> None:
+        now = req.completed_at
         exc = req.exception()
         if exc is not None:
-            callback(exc, None, req.address)
+            callback(exc, None, req.address, now)
         else:
             response = req.result()
             try:
                 res = messages.decode_response(response.payload)
             except DecodeError as err:
-                self._drop("decode")
-                callback(err, None, response.address)
+                self.drop("decode")
+                callback(err, None, response.address, now)
             else:
                 if res.id is not None:
                     if len(res.id) != ID_LENGTH:
-                        self._drop("bad_id")
-                        callback(DecodeError("response id has the wrong length"), None, req.address)
-                        self._drain()
+                        self.drop("bad_id")
+                        callback(
+                            DecodeError("response id has the wrong length"), None, req.address, now
+                        )
+                        self._drain(now)
                         return
-                    self._add_node(res.id, response.address, res.roundtrip_token)
-                callback(None, res, response.address)
-        self._drain()
+                    self._add_node(res.id, response.address, res.roundtrip_token, now)
+                callback(None, res, response.address, now)
+        self._drain(now)
 
-    def _drain(self) -> None:
+    def _drain(self, now: float) -> None:
         queue = self._queue
         while queue and self.udp.inflight < self.concurrency and not self.closed:
             q = queue.popleft()
-            self._send_request(q.request, q.address, q.callback, q.any_source)
+            self._send_request(q.request, q.address, q.callback, q.any_source, now)
 
     # -- incoming requests -------------------------------------------------
 
-    def _drop(self, reason: str) -> None:
-        self.stats.drops[reason] += 1
-
-    def _on_request(self, tid: int, payload: bytes, addr: Address) -> None:
+    def _on_request(self, tid: int, payload: bytes, addr: Address, now: float) -> None:
         try:
             req = messages.decode_request(payload)
         except DecodeError:
-            self._drop("decode")
+            self.drop("decode")
             return
         rid = req.id
         if rid is not None and len(rid) != ID_LENGTH:
-            self._drop("bad_id")
+            self.drop("bad_id")
             return
         if rid is not None and req.forward_response is None:
-            self._add_node(rid, addr, None)
+            self._add_node(rid, addr, None, now)
 
         token = req.roundtrip_token
         if token is not None and not self.tokens.check(token, addr.host):
@@ -472,12 +512,12 @@ class DHTCore:
         reply_to = addr
         if req.forward_response is not None:
             if req.command != "_ping":
-                self._drop("forward_not_ping")
+                self.drop("forward_not_ping")
                 return
             try:
                 reply_to = self.peer_codec.decode(req.forward_response)
             except DecodeError:
-                self._drop("bad_forward")
+                self.drop("bad_forward")
                 return
 
         command = req.command
@@ -496,7 +536,7 @@ class DHTCore:
 
         target = req.target
         if target is None or len(target) != ID_LENGTH:
-            self._drop("bad_target")
+            self.drop("bad_target")
             return
 
         if command == "_find_node":
@@ -524,6 +564,7 @@ class DHTCore:
                 roundtrip_token=token,
                 node=RemoteNode(rid, addr),
                 tid=tid,
+                now=now,
             )
             try:
                 value = handler(query)
@@ -573,12 +614,12 @@ class DHTCore:
         self, tid: int, req: messages.RpcRequest, addr: Address, token: bytes | None
     ) -> None:
         if req.command != "_ping":
-            self._drop("forward_not_ping")
+            self.drop("forward_not_ping")
             return
         try:
             to = self.peer_codec.decode(req.forward_request or b"")
         except DecodeError:
-            self._drop("bad_forward")
+            self.drop("bad_forward")
             return
         self.stats.forwarded += 1
         if self.on_holepunch is not None:
@@ -597,7 +638,7 @@ class DHTCore:
 
     # -- routing table -----------------------------------------------------
 
-    def _add_node(self, id: bytes, addr: Address, token: bytes | None) -> None:
+    def _add_node(self, id: bytes, addr: Address, token: bytes | None, now: float) -> None:
         if id == self.id:
             return
         seen = self._seen
@@ -614,6 +655,10 @@ class DHTCore:
             node.tick = self._tick
             seen.move_to_end(id)
         self.table.add(node)
+        if self._full:
+            full, self._full = self._full, []
+            for old, new in full:
+                self._reping(old, new, now)
         if self.table.get(id) is not node:
             # The bucket was full: it stays out until a ping makes room.
             if fresh:
@@ -639,9 +684,9 @@ class DHTCore:
             elif contact.id not in self._repinging:
                 reping.append(contact)
         if reping:
-            self._reping(reping, new)
+            self._full.append((reping, new))
 
-    def _reping(self, old: list[RoutingNode], new: RoutingNode) -> None:
+    def _reping(self, old: list[RoutingNode], new: RoutingNode, now: float) -> None:
         """Ping the stale contacts one by one; the first that fails makes
         room for ``new``."""
         pending = deque(old)
@@ -649,38 +694,43 @@ class DHTCore:
         # each stale contact once at a time, not once per newcomer.
         self._repinging.update(c.id for c in old)
 
-        def next_ping() -> None:
+        def next_ping(now: float) -> None:
             if not pending:
                 return
             contact = pending.popleft()
 
-            def done(err: BaseException | None, _r: Any, _a: Address) -> None:
+            def done(err: BaseException | None, _r: Any, _a: Address, now: float) -> None:
                 self._repinging.discard(contact.id)
                 if err is None:
-                    next_ping()
+                    next_ping(now)
                     return
                 for rest in pending:
                     self._repinging.discard(rest.id)
                 self._remove_node(contact)
                 if new.id not in self._seen:
-                    self._add_node(new.id, new.address, new.token)
+                    self._add_node(new.id, new.address, new.token, now)
 
             self.request(
-                messages.RpcRequest(command="_ping", id=self._query_id), contact.address, done
+                messages.RpcRequest(command="_ping", id=self._query_id),
+                contact.address,
+                done,
+                now,
             )
 
-        next_ping()
+        next_ping(now)
 
-    def _ping_some(self) -> None:
-        count = 1 if self.inflight_queries > 2 else 3
+    def _ping_some(self, now: float) -> None:
+        count = 1 if self._inflight_queries > 2 else 3
         for contact in list(itertools.islice(self._seen.values(), count)):
             if self._tick - contact.tick < 3:
                 break
-            self._check(contact)
+            self._check(contact, now)
 
-    def _check(self, contact: RoutingNode) -> None:
-        def done(err: BaseException | None, _r: Any, _a: Address) -> None:
+    def _check(self, contact: RoutingNode, now: float) -> None:
+        def done(err: BaseException | None, _r: Any, _a: Address, _now: float) -> None:
             if err is not None and self._seen.get(contact.id) is contact:
                 self._remove_node(contact)
 
-        self.request(messages.RpcRequest(command="_ping", id=self._query_id), contact.address, done)
+        self.request(
+            messages.RpcRequest(command="_ping", id=self._query_id), contact.address, done, now
+        )

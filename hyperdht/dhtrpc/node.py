@@ -13,13 +13,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..addressing import DEFAULT_PORT, parse_address, resolve_address
+from ..arguments import check_id, check_port, check_positive_int, check_positive_number
 from ..drivers import create_driver
 from ..drivers.base import Driver, SocketLike
-from ..errors import ClosedError
+from ..errors import ArgumentError, ClosedError, StateError
 from ..future import Future
-from ..ipencoding import Address, Node
+from ..ipencoding import ID_LENGTH, Address, Node
 from .core import DEFER, DHTCore
-from .query import Query
+from .query import Query, QueryOptions
 from .stream import QueryStream
 from .types import IncomingQuery, QueryResponse, RemoteNode, Stats
 
@@ -40,9 +41,9 @@ def _parse_nodes(nodes: Iterable[Any]) -> list[Node]:
             try:
                 n = Node(bytes(n[0]), parse_address(n[1], what="nodes"))
             except (TypeError, IndexError, ValueError) as exc:
-                raise ValueError(f"nodes: bad entry {n!r} ({exc})") from None
-        if len(n.id) != 32:
-            raise ValueError(f"nodes: id of {n!r} is not 32 bytes")
+                raise ArgumentError(f"nodes: bad entry {n!r} ({exc})") from None
+        if len(n.id) != ID_LENGTH:
+            raise ArgumentError(f"nodes: id of {n!r} is not {ID_LENGTH} bytes")
         out.append(n)
     return out
 
@@ -61,14 +62,16 @@ class DHT:
     ``inline_handlers=False`` runs query/update handlers off the receive
     path (in the driver's pool), for handlers that block.
 
-    Raises ValueError for bad arguments and OSError when the socket cannot
-    be bound.
+    Every argument is a keyword. Raises ArgumentError (a ValueError) for
+    bad arguments and BindError (an OSError) when the socket cannot be
+    bound.
     """
 
     def __init__(
         self,
+        *,
         id: bytes | None = None,
-        bootstrap: Iterable[str | tuple[str, int]] = (),
+        bootstrap: Iterable[str | tuple[str, int]] | str = (),
         host: str = "0.0.0.0",
         port: int = 0,
         ephemeral: bool = False,
@@ -77,18 +80,14 @@ class DHT:
         socket: SocketLike | None = None,
         backend: Any = "thread",
         timeout: float = 1.0,
-        *,
         ipv6: bool = False,
         inline_handlers: bool = True,
     ) -> None:
-        if id is not None and (not isinstance(id, bytes) or len(id) != 32):
-            raise ValueError(f"id must be 32 bytes, got {id!r}")
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
-            raise ValueError(f"port must be 0-65535, got {port!r}")
-        if not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if id is not None:
+            check_id(id)
+        check_positive_int(concurrency, "concurrency")
+        check_port(port)
+        check_positive_number(timeout, "timeout")
         if isinstance(bootstrap, str) or (
             isinstance(bootstrap, tuple) and len(bootstrap) == 2 and isinstance(bootstrap[1], int)
         ):
@@ -119,6 +118,7 @@ class DHT:
                 timeout=timeout,
                 now=self._driver.now(),
             )
+            self._setup_core(self._core)
         except BaseException:
             self._driver.close()  # never leak the bound socket
             raise
@@ -129,8 +129,12 @@ class DHT:
         self._driver.start(self._core)
         if boot or restored:
             with self._driver.locked():
-                self._core.set_now(self._driver.now())
-                self._ready = self._core.bootstrap()
+                self._ready = self._core.bootstrap(now=self._driver.now())
+
+    def _setup_core(self, core: DHTCore) -> None:
+        """Hook for subclasses: extend the core before the driver starts
+        feeding it (so no datagram arrives before, say, a handler is
+        installed). ``self.driver`` and ``self.address`` are usable."""
 
     # -- properties --------------------------------------------------------
 
@@ -166,7 +170,8 @@ class DHT:
 
     @property
     def core(self) -> DHTCore:
-        """The sans-I/O core (for advanced use; hold ``driver.lock``)."""
+        """The sans-I/O core (for advanced use; hold ``driver.lock``, and
+        pass ``now=driver.now()`` to its operations)."""
         return self._core
 
     @property
@@ -187,14 +192,17 @@ class DHT:
         # The core always resolves request futures (timeout or cancel); the
         # cap only guards against a bug turning into a hang.
         if not self._driver.wait(fut, self._timeout * 20 + 10):
-            raise TimeoutError("internal: request future never resolved")
+            raise StateError("internal: request future never resolved")
         return fut.result()
 
-    def _stream(self, start: Callable[[], Query]) -> QueryStream[Any]:
+    def _start_query(self, start: Callable[[float], Query]) -> QueryStream[Any]:
+        """Run ``start(now)`` on the core under the driver's lock and stream
+        the query it returns. For subclasses that add query-based
+        operations (the peer discovery's ``HyperDHT`` does); raises
+        ClosedError after :meth:`close`."""
         self._check_open()
         with self._driver.locked():
-            self._core.set_now(self._driver.now())
-            query = start()
+            query = start(self._driver.now())
         return QueryStream(self._driver, query)
 
     # -- operations --------------------------------------------------------
@@ -207,8 +215,7 @@ class DHT:
         self._check_open()
         target = self._addr(addr, "addr")
         with self._driver.locked():
-            self._core.set_now(self._driver.now())
-            fut = self._core.ping(target)
+            fut = self._core.ping(target, now=self._driver.now())
         result: Address = self._wait(fut)
         return result
 
@@ -223,15 +230,15 @@ class DHT:
         p = self._addr(peer, "peer")
         r = self._addr(referrer, "referrer")
         with self._driver.locked():
-            self._core.set_now(self._driver.now())
-            fut = self._core.holepunch(p, r)
+            fut = self._core.holepunch(p, r, now=self._driver.now())
         result: Address = self._wait(fut)
         return result
 
     def bootstrap(self) -> None:
         """Run a bootstrap round now and wait for it; raises QueryError if
         no node answered."""
-        stream = self._stream(self._core.bootstrap)
+        core = self._core
+        stream = self._start_query(lambda now: core.bootstrap(now=now))
         for _ in stream:
             pass
         if stream.error is not None:
@@ -271,7 +278,7 @@ class DHT:
 
     def _register(self, command: str, handler: QueryHandler | None, *, update: bool) -> None:
         if handler is not None and not callable(handler):
-            raise ValueError(f"handler must be callable, got {handler!r}")
+            raise ArgumentError(f"handler must be callable, got {handler!r}")
         wrapped: Callable[[IncomingQuery], Any] | None = None
         if handler is not None:
             h = handler
@@ -315,17 +322,10 @@ class DHT:
         With ``nodes``, query exactly those and do not move closer. Returns
         a :class:`QueryStream` of :class:`QueryResponse`.
         """
-        explicit = self._explicit(nodes)
-        return self._stream(
-            lambda: self._core.query(
-                command,
-                target,
-                value,
-                nodes=explicit,
-                concurrency=concurrency,
-                holepunching=holepunching,
-            )
+        options = QueryOptions(
+            nodes=self._explicit(nodes), concurrency=concurrency, holepunching=holepunching
         )
+        return self._query(command, target, value, options)
 
     def update(
         self,
@@ -342,29 +342,31 @@ class DHT:
         responder's round-trip token to the k closest responders, whose
         update handlers then run. Yields commit responses (and, with
         ``verbose``, the query-phase responses too)."""
-        explicit = self._explicit(nodes)
-        return self._stream(
-            lambda: self._core.query(
-                command,
-                target,
-                value,
-                nodes=explicit,
-                concurrency=concurrency,
-                holepunching=holepunching,
-                update=True,
-                verbose=verbose,
-            )
+        options = QueryOptions(
+            nodes=self._explicit(nodes),
+            concurrency=concurrency,
+            holepunching=holepunching,
+            update=True,
+            verbose=verbose,
+        )
+        return self._query(command, target, value, options)
+
+    def _query(
+        self, command: str, target: bytes, value: bytes | None, options: QueryOptions
+    ) -> QueryStream[QueryResponse]:
+        """Stream a query of ``command`` with ready-made ``options``; what
+        :meth:`query` and :meth:`update` share (subclasses extend it)."""
+        core = self._core
+        return self._start_query(
+            lambda now: core.query(command, target, value, now=now, options=options)
         )
 
     def _explicit(
         self, nodes: Iterable[Node | Address | tuple[str, int]] | None
-    ) -> list[Node | Address] | None:
+    ) -> tuple[Node | Address, ...] | None:
         if nodes is None:
             return None
-        out: list[Node | Address] = []
-        for n in nodes:
-            out.append(n if isinstance(n, Node) else self._addr(n, "nodes"))
-        return out
+        return tuple(n if isinstance(n, Node) else self._addr(n, "nodes") for n in nodes)
 
     def send_datagram(self, data: bytes, addr: str | tuple[str, int]) -> None:
         """Send an application datagram on the DHT's own UDP port.
@@ -376,7 +378,7 @@ class DHT:
         """
         self._check_open()
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ValueError(f"data must be bytes, got {type(data).__name__}")
+            raise ArgumentError(f"data must be bytes, got {type(data).__name__}")
         target = self._addr(addr, "addr")
         with self._driver.locked():
             self._core.send_datagram(bytes(data), target)

@@ -16,20 +16,135 @@ reader. No thread or greenlet exists per query.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .. import messages
+from ..arguments import check_optional_positive_int
 from ..errors import DecodeError, QueryError
-from ..ipencoding import Address, Node
+from ..ipencoding import ID_LENGTH, Address, Node, NodeCodec
 from .types import QueryResponse
 
-if TYPE_CHECKING:
-    from .core import DHTCore
+__all__ = ["Query", "QueryHost", "QueryNode", "QueryOptions", "ResponseCallback"]
 
-__all__ = ["Query", "QueryNode"]
+BLANK_ID = bytes(ID_LENGTH)
 
-BLANK_ID = bytes(32)
+#: ``callback(error, response, address, now)``: how a request completes.
+#: ``now`` is the time of the call that completed it (a datagram's arrival or
+#: a timer tick), which follow-up requests are sent at.
+ResponseCallback = Callable[
+    [BaseException | None, "messages.RpcResponse | None", Address, float], None
+]
+
+
+class _Contact(Protocol):
+    @property
+    def id(self) -> bytes: ...
+    @property
+    def address(self) -> Address: ...
+
+
+class _Table(Protocol):
+    def closest(self, target: bytes, n: int) -> Sequence[_Contact]: ...
+
+
+class QueryHost(Protocol):
+    """What a :class:`Query` needs from the node it runs on; the
+    :class:`~hyperdht.dhtrpc.DHTCore` provides it. Written as a protocol so
+    that this module never imports the core (the core imports it)."""
+
+    @property
+    def id(self) -> bytes:
+        """The node's id (never queried, never added as a candidate)."""
+        ...
+
+    @property
+    def query_id(self) -> bytes | None:
+        """The id to put in requests (None for an ephemeral node)."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the node is closed."""
+        ...
+
+    @property
+    def concurrency(self) -> int:
+        """The node's default concurrency."""
+        ...
+
+    @property
+    def table(self) -> _Table:
+        """The routing table (``closest(target, n)``)."""
+        ...
+
+    @property
+    def bootstrap_nodes(self) -> list[Address]:
+        """Where to start when the table is too small."""
+        ...
+
+    @property
+    def node_codec(self) -> NodeCodec:
+        """The node encoding of the ``nodes`` field."""
+        ...
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests of the node waiting for a response."""
+        ...
+
+    @property
+    def inflight_queries(self) -> int:
+        """Queries of the node not yet done."""
+        ...
+
+    def query_started(self) -> None:
+        """A query was created (it counts in :attr:`inflight_queries`)."""
+
+    def query_ended(self) -> None:
+        """A query ended."""
+
+    def request(
+        self,
+        request: messages.RpcRequest,
+        addr: Address,
+        callback: ResponseCallback,
+        now: float,
+        *,
+        any_source: bool = False,
+    ) -> None:
+        """Send ``request`` (respecting the concurrency cap)."""
+
+    def holepunch_request(self, peer: Address) -> messages.RpcRequest:
+        """The ping to send to a referrer for it to forward to ``peer``."""
+        ...
+
+    def drop(self, reason: str) -> None:
+        """Count something dropped, by reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOptions:
+    """How a query runs (the options :meth:`DHTCore.query` and
+    :meth:`DHT.query` / :meth:`DHT.update` take, defined once).
+
+    ``nodes``: query exactly these and do not move closer (None: walk from
+    the routing table). ``concurrency``: requests in flight (None: the
+    node's). ``holepunching``: retry a silent node through its referrer.
+    ``update``: commit to the closest responders after the query.
+    ``verbose``: an update also yields the query-phase responses.
+    Raises ArgumentError for a bad ``concurrency``.
+    """
+
+    nodes: tuple[Node | Address, ...] | None = None
+    concurrency: int | None = None
+    holepunching: bool = True
+    update: bool = False
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        check_optional_positive_int(self.concurrency, "concurrency")
 
 
 class QueryNode:
@@ -82,16 +197,12 @@ class Query:
 
     def __init__(
         self,
-        core: DHTCore,
+        core: QueryHost,
         command: str,
         target: bytes,
         value: bytes | None,
+        options: QueryOptions = QueryOptions(),
         *,
-        nodes: Iterable[Node | Address] | None = None,
-        concurrency: int | None = None,
-        holepunching: bool = True,
-        update: bool = False,
-        verbose: bool = False,
         map: Callable[[QueryResponse], Any] | None = None,
         k: int = 20,
         initial: Iterable[Any] = (),
@@ -101,14 +212,15 @@ class Query:
         self.target = target
         self.value = value
         self._target_int = int.from_bytes(target, "big")
-        self.concurrency = concurrency or core.concurrency
-        self.holepunching = holepunching
-        self.update = update
-        self.verbose = verbose
+        self.concurrency = options.concurrency or core.concurrency
+        self.holepunching = options.holepunching
+        self.update = options.update
+        self.verbose = options.verbose
         self._map = map
         self._request = messages.RpcRequest(
-            command=command, id=core._query_id, target=target, value=value
+            command=command, id=core.query_id, target=target, value=value
         )
+        nodes = options.nodes
         #: Mapped results not yet taken by the reader.
         self.results: deque[Any] = deque(initial)
         #: How many results were produced so far.
@@ -141,7 +253,7 @@ class Query:
             self._k = k
             self._move_closer = True
             self._bootstrapped = False
-        core.inflight_queries += 1
+        core.query_started()
 
     def _copy(self, node: Node | Address) -> QueryNode:
         if isinstance(node, Node):
@@ -153,12 +265,12 @@ class Query:
 
     # -- control -----------------------------------------------------------
 
-    def start(self) -> None:
-        """Send the first requests."""
+    def start(self, now: float) -> None:
+        """Send the first requests (at ``now``)."""
         if self._core.closed:
-            self._finish(QueryError("node is closed"))
+            self.finish(QueryError("node is closed"))
             return
-        self._continue()
+        self._continue(now)
 
     def add_done_callback(self, fn: Callable[[Query], None]) -> None:
         """Call ``fn(query)`` when the query ends (at once if it has)."""
@@ -173,7 +285,7 @@ class Query:
         if self.destroyed:
             return
         self.destroyed = True
-        self._finish(None)
+        self.finish(None)
 
     def push(self, item: Any) -> None:
         """Add a result that did not come from the network (hyperdht yields
@@ -189,12 +301,14 @@ class Query:
         if self.on_change is not None:
             self.on_change()
 
-    def _finish(self, error: QueryError | None) -> None:
+    def finish(self, error: QueryError | None) -> None:
+        """End the query now with ``error`` (None: success); results
+        already collected stay readable. Does nothing once done."""
         if self.done:
             return
         self.done = True
         self.error = error
-        self._core.inflight_queries -= 1
+        self._core.query_ended()
         if self.on_change is not None:
             self.on_change()
         callbacks, self._done_callbacks = self._done_callbacks, []
@@ -203,39 +317,39 @@ class Query:
 
     def _finalize(self) -> None:
         if self.responses == 0:
-            self._finish(QueryError("No nodes responded"))
+            self.finish(QueryError("No nodes responded"))
         elif self._committing and self.commits == 0:
-            self._finish(QueryError("No close nodes responded"))
+            self.finish(QueryError("No close nodes responded"))
         else:
-            self._finish(None)
+            self.finish(None)
 
-    def _continue(self) -> None:
+    def _continue(self, now: float) -> None:
         if self.done:
             return
         if self._core.closed:
-            self._finish(QueryError("node is closed"))
+            self.finish(QueryError("node is closed"))
             return
         if self.dynamic_concurrency is not None:
             alone, background = self.dynamic_concurrency
             self.concurrency = alone if self._core.inflight_queries == 1 else background
         if self._committing:
-            if self._send_all(self._closest, use_token=True) or self._inflight:
+            if self._send_all(self._closest, now, use_token=True) or self._inflight:
                 return
             self._finalize()
             return
         if not self._bootstrapped:
-            self._bootstrap()
-        if self._send_all(self._pending, use_token=False) or self._inflight:
+            self._bootstrap(now)
+        if self._send_all(self._pending, now, use_token=False) or self._inflight:
             return
         if self.update:
             for node in self._closest:
                 node.queried = False
             self._committing = True
-            if self._send_all(self._closest, use_token=True) or self._inflight:
+            if self._send_all(self._closest, now, use_token=True) or self._inflight:
                 return
         self._finalize()
 
-    def _bootstrap(self) -> None:
+    def _bootstrap(self, now: float) -> None:
         self._bootstrapped = True
         core = self._core
         closest = core.table.closest(self.target, int(self._k))
@@ -248,23 +362,23 @@ class Query:
         pending.sort(key=_by_distance)
         if len(closest) < len(core.bootstrap_nodes):
             for addr in core.bootstrap_nodes:
-                self._send(QueryNode(BLANK_ID, addr, 0), force=True, use_token=False)
+                self._send(QueryNode(BLANK_ID, addr, 0), now, force=True, use_token=False)
 
-    def _send_all(self, nodes: list[QueryNode], *, use_token: bool) -> int:
-        free = max(0, self.concurrency - self._core.udp.inflight)
+    def _send_all(self, nodes: list[QueryNode], now: float, *, use_token: bool) -> int:
+        free = max(0, self.concurrency - self._core.requests_in_flight)
         if not free and not self._inflight:
             free = 1
         if not free:
             return 0
         sent = 0
         for node in nodes:
-            if self._send(node, force=False, use_token=use_token):
+            if self._send(node, now, force=False, use_token=use_token):
                 sent += 1
                 if sent == free:
                     break
         return sent
 
-    def _send(self, node: QueryNode, *, force: bool, use_token: bool) -> bool:
+    def _send(self, node: QueryNode, now: float, *, force: bool, use_token: bool) -> bool:
         if not force:
             if node.queried:
                 return False
@@ -281,37 +395,45 @@ class Query:
             )
         committing = self._committing
 
-        def done(err: BaseException | None, res: messages.RpcResponse | None, src: Address) -> None:
+        def done(
+            err: BaseException | None, res: messages.RpcResponse | None, src: Address, now: float
+        ) -> None:
             if err is not None and self.holepunching and node.referrer is not None:
-                self._holepunch(node, request, committing)
+                self._holepunch(node, request, committing, now)
                 return
-            self._callback(err, res, src, committing)
+            self._callback(err, res, src, committing, now)
 
-        self._core.request(request, node.address, done)
+        self._core.request(request, node.address, done, now)
         return True
 
-    def _holepunch(self, node: QueryNode, request: messages.RpcRequest, committing: bool) -> None:
+    def _holepunch(
+        self, node: QueryNode, request: messages.RpcRequest, committing: bool, now: float
+    ) -> None:
         """The node did not answer; it was learnt from a referrer, so ask the
         referrer to forward a ping (opening the node's NAT towards us), then
         retry once on the address the punched answer came from."""
         assert node.referrer is not None
-        punch = self._core.holepunch(node.address, node.referrer)
+        core = self._core
+        try:
+            punch = core.holepunch_request(node.address)
+        except ValueError as exc:
+            self._callback(exc, None, node.address, committing, now)
+            return
 
-        def punched(fut: Any) -> None:
-            err = fut.exception()
+        def done(
+            err: BaseException | None, res: messages.RpcResponse | None, src: Address, now: float
+        ) -> None:
+            self._callback(err, res, src, committing, now)
+
+        def punched(
+            err: BaseException | None, _res: messages.RpcResponse | None, src: Address, now: float
+        ) -> None:
             if err is not None:
-                self._callback(err, None, node.address, committing)
+                self._callback(err, None, node.address, committing, now)
                 return
-            addr: Address = fut.result()
+            core.request(request, src, done, now)
 
-            def done(
-                err: BaseException | None, res: messages.RpcResponse | None, src: Address
-            ) -> None:
-                self._callback(err, res, src, committing)
-
-            self._core.request(request, addr, done)
-
-        punch.add_done_callback(punched)
+        core.request(punch, node.referrer, punched, now, any_source=True)
 
     def _callback(
         self,
@@ -319,6 +441,7 @@ class Query:
         res: messages.RpcResponse | None,
         src: Address,
         committing: bool,
+        now: float,
     ) -> None:
         self._inflight -= 1
         if self.done:
@@ -327,7 +450,7 @@ class Query:
             self.errors += 1
             if err is not None:
                 self.warnings.append(err)
-            self._continue()
+            self._continue(now)
             return
         self.responses += 1
         if committing:
@@ -338,20 +461,20 @@ class Query:
             try:
                 candidates = codec.decode_raw(res.nodes)
             except DecodeError:
-                self._core._drop("bad_nodes")
+                self._core.drop("bad_nodes")
                 candidates = []
             for nid, ip, port in candidates:
                 self._add_pending(nid, ip, port, src)
         rid = res.id
         if rid is None or (self.update and not self.verbose and not committing):
-            self._continue()
+            self._continue(now)
             return
         item: Any = QueryResponse(Node(rid, src), res.value)
         if self._map is not None:
             item = self._map(item)
         if item is not None:
             self._emit(item)
-        self._continue()
+        self._continue(now)
 
     def _add_pending(self, id: bytes, ip: bytes, port: int, referrer: Address | None) -> None:
         """Keep the node if it is among the k closest seen (runs for every

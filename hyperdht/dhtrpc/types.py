@@ -55,6 +55,9 @@ class IncomingQuery:
     node: RemoteNode
     #: Transaction id of the request (what :meth:`DHTCore.reply` answers on).
     tid: int = field(default=0, repr=False, compare=False)
+    #: The ``now`` of the core call that received it (the time a handler
+    #: that keeps state, such as the peer store, records).
+    now: float = field(default=0.0, repr=False, compare=False)
 
 
 @dataclass(slots=True)

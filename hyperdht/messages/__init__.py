@@ -55,8 +55,9 @@ check. ``node scripts/golden/make_vectors.js decode|encode KIND ...`` runs the
 reference on any input (see that script).
 
 Encoding: a ``command`` that is not encodable as UTF-8 (a lone surrogate)
-raises ValueError (the reference would write U+FFFD). Bytes fields take
-``bytes`` only (TypeError otherwise), ints must fit in uint32 (ValueError).
+raises ArgumentError, a ValueError (the reference would write U+FFFD). Bytes
+fields take ``bytes`` only (ArgumentTypeError, a TypeError, otherwise), ints
+must fit in uint32 (ArgumentError).
 
 Speed (CPython 3.11, protobuf 7.36.2 with the upb backend, best of several
 runs on a shared machine): a 114-byte ``_find_node`` request (id, target,
@@ -78,7 +79,7 @@ from google.protobuf.message import (  # type: ignore[import-untyped,unused-igno
     DecodeError as _PbDecodeError,
 )
 
-from hyperdht.errors import DecodeError
+from hyperdht.errors import ArgumentError, ArgumentTypeError, DecodeError
 from hyperdht.messages import dht_rpc_pb2 as _rpc
 from hyperdht.messages import peers_pb2 as _peers
 
@@ -164,20 +165,25 @@ def _corrupt(kind: str, exc: Exception) -> DecodeError:
 
 def encode_request(r: RpcRequest) -> bytes:
     """Encode *r* as the reference does (every non-None field)."""
-    m = _Request(command=r.command)
-    if r.id is not None:
-        m.id = r.id
-    if r.target is not None:
-        m.target = r.target
-    if r.forward_request is not None:
-        m.forwardRequest = r.forward_request
-    if r.forward_response is not None:
-        m.forwardResponse = r.forward_response
-    if r.roundtrip_token is not None:
-        m.roundtripToken = r.roundtrip_token
-    if r.value is not None:
-        m.value = r.value
-    out: bytes = m.SerializeToString()
+    try:
+        m = _Request(command=r.command)
+        if r.id is not None:
+            m.id = r.id
+        if r.target is not None:
+            m.target = r.target
+        if r.forward_request is not None:
+            m.forwardRequest = r.forward_request
+        if r.forward_response is not None:
+            m.forwardResponse = r.forward_response
+        if r.roundtrip_token is not None:
+            m.roundtripToken = r.roundtrip_token
+        if r.value is not None:
+            m.value = r.value
+        out: bytes = m.SerializeToString()
+    except TypeError as exc:
+        raise ArgumentTypeError(f"request: {exc}") from exc
+    except ValueError as exc:
+        raise ArgumentError(f"request: {exc}") from exc
     return out
 
 
@@ -207,16 +213,21 @@ def decode_request(buf: bytes) -> RpcRequest:
 
 def encode_response(r: RpcResponse) -> bytes:
     """Encode *r* as the reference does (every non-None field)."""
-    m = _Response()
-    if r.id is not None:
-        m.id = r.id
-    if r.nodes is not None:
-        m.nodes = r.nodes
-    if r.value is not None:
-        m.value = r.value
-    if r.roundtrip_token is not None:
-        m.roundtripToken = r.roundtrip_token
-    out: bytes = m.SerializeToString()
+    try:
+        m = _Response()
+        if r.id is not None:
+            m.id = r.id
+        if r.nodes is not None:
+            m.nodes = r.nodes
+        if r.value is not None:
+            m.value = r.value
+        if r.roundtrip_token is not None:
+            m.roundtripToken = r.roundtrip_token
+        out: bytes = m.SerializeToString()
+    except TypeError as exc:
+        raise ArgumentTypeError(f"response: {exc}") from exc
+    except ValueError as exc:
+        raise ArgumentError(f"response: {exc}") from exc
     return out
 
 
@@ -240,12 +251,17 @@ def decode_response(buf: bytes) -> RpcResponse:
 
 def encode_peers_request(r: PeersRequest) -> bytes:
     """Encode *r* as the reference does (every non-None field)."""
-    m = _PRequest(type=r.type)
-    if r.port is not None:
-        m.port = r.port
-    if r.local_address is not None:
-        m.localAddress = r.local_address
-    out: bytes = m.SerializeToString()
+    try:
+        m = _PRequest(type=r.type)
+        if r.port is not None:
+            m.port = r.port
+        if r.local_address is not None:
+            m.localAddress = r.local_address
+        out: bytes = m.SerializeToString()
+    except TypeError as exc:
+        raise ArgumentTypeError(f"peers request: {exc}") from exc
+    except ValueError as exc:
+        raise ArgumentError(f"peers request: {exc}") from exc
     return out
 
 
@@ -268,12 +284,17 @@ def decode_peers_request(buf: bytes) -> PeersRequest:
 
 def encode_peers_response(r: PeersResponse) -> bytes:
     """Encode *r* as the reference does (every non-None field)."""
-    m = _PResponse()
-    if r.peers is not None:
-        m.peers = r.peers
-    if r.local_peers is not None:
-        m.localPeers = r.local_peers
-    out: bytes = m.SerializeToString()
+    try:
+        m = _PResponse()
+        if r.peers is not None:
+            m.peers = r.peers
+        if r.local_peers is not None:
+            m.localPeers = r.local_peers
+        out: bytes = m.SerializeToString()
+    except TypeError as exc:
+        raise ArgumentTypeError(f"peers response: {exc}") from exc
+    except ValueError as exc:
+        raise ArgumentError(f"peers response: {exc}") from exc
     return out
 
 

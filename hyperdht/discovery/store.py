@@ -14,6 +14,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..arguments import check_positive_int, check_positive_number
+
 __all__ = ["PeerStore", "StoredPeer", "DEFAULT_MAX_AGE", "DEFAULT_MAX_SIZE"]
 
 #: Seconds an announcement stays valid (the Go port's 15 minutes).
@@ -50,12 +52,8 @@ class PeerStore:
         max_age: float = DEFAULT_MAX_AGE,
         rng: random.Random | None = None,
     ) -> None:
-        if not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"max_size must be a positive integer, got {max_size!r}")
-        if not max_age > 0:
-            raise ValueError(f"max_age must be a positive number of seconds, got {max_age!r}")
-        self.max_size = max_size
-        self.max_age = float(max_age)
+        self.max_size = check_positive_int(max_size, "max_size")
+        self.max_age = check_positive_number(max_age, "max_age")
         self._rng = rng or random.Random()
         self._current: dict[bytes, dict[str, _Entry]] = {}
         self._previous: dict[bytes, dict[str, _Entry]] = {}

@@ -8,9 +8,8 @@ A response echoes the request's tid with the request bit clear.
 a socket or a clock. Feed it datagrams with :meth:`RequestCore.receive`,
 drain :attr:`RequestCore.outbox`, and call :meth:`RequestCore.handle_timer`
 when :meth:`RequestCore.get_timer` says so. Payloads are opaque bytes here;
-the DHT layer encodes and decodes them. :class:`UDPRequest` runs the same
-core on a real socket (thread or gevent driver) for use on its own, with a
-blocking ``request()`` and a future-returning ``request_async()``.
+the DHT layer encodes and decodes them. :class:`~hyperdht.udprequest.UDPRequest`
+runs the same core on a real socket (see :mod:`hyperdht.udprequest.socket`).
 
 Timeouts follow the reference exactly: a tick every ``timeout / 4``; a new
 request survives 5 ticks and fails on the 6th (1.25 to 1.5 timeouts). With
@@ -28,12 +27,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from .datagram import Datagram
-from .errors import ClosedError, RequestCancelled, RequestTimeout
-from .future import Future
-from .ipencoding import Address
+from ..arguments import check_positive_number
+from ..datagram import Datagram
+from ..errors import RequestCancelled, RequestTimeout, StateError
+from ..future import Future
+from ..ipencoding import Address
 
 __all__ = [
     "HEADER_SIZE",
@@ -42,8 +41,8 @@ __all__ = [
     "Response",
     "PendingRequest",
     "RequestCore",
-    "IncomingRequest",
-    "UDPRequest",
+    "OnRequest",
+    "OnDrop",
 ]
 
 HEADER_SIZE = 2
@@ -68,10 +67,16 @@ class PendingRequest(Future[Response]):
     to a :class:`Response`, or fails with :class:`RequestTimeout` or
     :class:`RequestCancelled`."""
 
-    __slots__ = ("address", "any_source", "datagram", "ticks", "tid", "tries")
+    __slots__ = ("address", "any_source", "completed_at", "datagram", "ticks", "tid", "tries")
 
     def __init__(
-        self, tid: int, datagram: bytes, address: Address, retry: bool, any_source: bool
+        self,
+        tid: int,
+        datagram: bytes,
+        address: Address,
+        retry: bool,
+        any_source: bool,
+        now: float,
     ) -> None:
         super().__init__()
         self.tid = tid
@@ -80,16 +85,24 @@ class PendingRequest(Future[Response]):
         self.any_source = any_source
         self.ticks = INITIAL_TICKS
         self.tries = 0 if retry else len(RETRIES)
+        #: The ``now`` of the call that resolved the request (the arrival
+        #: of its response, or the timer tick that failed it); before that,
+        #: and for a request cancelled by :meth:`RequestCore.close`, the
+        #: ``now`` it was sent at. Callbacks that send follow-up requests use
+        #: it, so time flows from the driver's call into them explicitly.
+        self.completed_at = now
 
 
-OnRequest = Callable[[int, bytes, Address], None]
+#: ``on_request(tid, payload, address, now)``.
+OnRequest = Callable[[int, bytes, Address, float], None]
+#: ``on_drop(reason)``.
 OnDrop = Callable[[str], None]
 
 
 class RequestCore:
     """The request/response state machine for one socket.
 
-    ``on_request(tid, payload, address)`` is called for every incoming
+    ``on_request(tid, payload, address, now)`` is called for every incoming
     request; answer it with :meth:`respond`. ``on_drop(reason)`` is told of
     every datagram dropped here (``"short"``, ``"unmatched_response"``,
     ``"unexpected_source"``). Not thread-safe: the driver serialises calls.
@@ -104,9 +117,7 @@ class RequestCore:
         on_request: OnRequest | None = None,
         on_drop: OnDrop | None = None,
     ) -> None:
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        self.timeout = float(timeout)
+        self.timeout = check_positive_number(timeout, "timeout")
         self.tick_interval = self.timeout / 4
         self.retry = retry
         self.on_request: OnRequest = on_request or _ignore_request
@@ -130,7 +141,7 @@ class RequestCore:
 
     def _allocate_tid(self) -> int:
         if len(self._pending) >= MAX_TID:
-            raise RuntimeError("all 32767 transaction ids are in flight")
+            raise StateError(f"all {MAX_TID} transaction ids are in flight")
         tid = self._next_tid
         while tid in self._pending:
             tid = tid + 1 if tid < MAX_TID - 1 else 0
@@ -152,13 +163,13 @@ class RequestCore:
         response from any address (needed for forwarded pings).
         """
         if self._closed:
-            req = PendingRequest(0, b"", address, False, any_source)
+            req = PendingRequest(0, b"", address, False, any_source, now)
             req.set_exception(RequestCancelled())
             return req
         tid = self._allocate_tid()
         datagram = (REQUEST_BIT | tid).to_bytes(2, "big") + payload
         req = PendingRequest(
-            tid, datagram, address, self.retry if retry is None else retry, any_source
+            tid, datagram, address, self.retry if retry is None else retry, any_source, now
         )
         self._pending[tid] = req
         self.outbox.append((datagram, address, None))
@@ -196,15 +207,15 @@ class RequestCore:
 
     # -- receiving ---------------------------------------------------------
 
-    def receive(self, data: bytes, address: Address) -> None:
-        """Handle one datagram that arrived from ``address``."""
+    def receive(self, data: bytes, address: Address, now: float) -> None:
+        """Handle one datagram that arrived from ``address`` at ``now``."""
         if len(data) < HEADER_SIZE:
             self.on_drop("short")
             return
         header = (data[0] << 8) | data[1]
         tid = header & MAX_TID
         if header & REQUEST_BIT:
-            self.on_request(tid, data[HEADER_SIZE:], address)
+            self.on_request(tid, data[HEADER_SIZE:], address, now)
             return
         req = self._pending.get(tid)
         if req is None:
@@ -214,13 +225,14 @@ class RequestCore:
             self.on_drop("unexpected_source")
             return
         del self._pending[tid]
+        req.completed_at = now
         req.set_result(Response(data[HEADER_SIZE:], address))
 
     # -- the driver's Endpoint contract ---------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """:meth:`receive`, as a driver calls it."""
-        self.receive(data, addr)
+        self.receive(data, addr, now)
 
     def datagrams_to_send(self) -> list[Datagram]:
         """Drain :attr:`outbox`."""
@@ -238,13 +250,13 @@ class RequestCore:
     def handle_timer(self, now: float) -> None:
         """Advance the timeout ticks that are due at ``now``."""
         while self._next_tick is not None and now >= self._next_tick:
-            self._tick()
+            self._tick(now)
             if self._pending:
                 self._next_tick += self.tick_interval
             else:
                 self._next_tick = None
 
-    def _tick(self) -> None:
+    def _tick(self, now: float) -> None:
         expired: list[PendingRequest] = []
         for req in self._pending.values():
             if req.ticks:
@@ -259,139 +271,11 @@ class RequestCore:
             del self._pending[req.tid]
         self.timeouts += len(expired)
         for req in expired:
+            req.completed_at = now
             req.set_exception(RequestTimeout())
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingRequest:
-    """A request that reached a :class:`UDPRequest`: its transaction id,
-    payload, and the address it came from."""
-
-    tid: int
-    payload: bytes
-    address: Address
-
-
-RequestHandler = Callable[[IncomingRequest], "bytes | None"]
-
-
-class UDPRequest:
-    """The request/response layer on its own socket, with a blocking API.
-
-    ``UDPRequest(host, port, timeout=1.0, retry=False, backend="thread")``
-    runs a :class:`RequestCore` on a driver. :meth:`request` blocks and
-    returns the response payload; :meth:`request_async` returns the
-    :class:`PendingRequest` future at once (its callbacks run on the
-    receiver: keep them short). ``on_request(handler)`` answers incoming
-    requests: ``handler(IncomingRequest)`` returns the response payload, or
-    None to send nothing (e.g. after :meth:`forward_request`).
-    """
-
-    def __init__(
-        self,
-        host: str = "0.0.0.0",
-        port: int = 0,
-        *,
-        timeout: float = 1.0,
-        retry: bool = False,
-        backend: Any = "thread",
-        socket: Any = None,
-        ipv6: bool = False,
-    ) -> None:
-        from .drivers import create_driver
-
-        self._core = RequestCore(timeout=timeout, retry=retry, on_request=self._on_request)
-        self._handler: RequestHandler | None = None
-        self._driver = create_driver(backend, host=host, port=port, ipv6=ipv6, socket=socket)
-        self._closed = False
-        self._driver.start(self._core)
-
-    @property
-    def address(self) -> Address:
-        """The local address the socket is bound to."""
-        return self._driver.address
-
-    def on_request(self, handler: RequestHandler | None) -> None:
-        """Set (or with None remove) the handler of incoming requests."""
-        if handler is not None and not callable(handler):
-            raise ValueError(f"handler must be callable, got {handler!r}")
-        self._handler = handler
-
-    def _on_request(self, tid: int, payload: bytes, address: Address) -> None:
-        handler = self._handler
-        if handler is None:
-            return
-        response = handler(IncomingRequest(tid, payload, address))
-        if response is not None:
-            self._core.respond(tid, response, address)
-
-    def request_async(
-        self,
-        payload: bytes,
-        address: tuple[str, int],
-        *,
-        retry: bool | None = None,
-        any_source: bool = False,
-    ) -> PendingRequest:
-        """Send a request; returns its future (a :class:`Response`).
-        ``any_source`` accepts the answer from any address (a forwarded
-        request is answered by the third party)."""
-        if self._closed:
-            raise ClosedError("the socket is closed")
-        with self._driver.locked():
-            return self._core.request(
-                bytes(payload),
-                Address(*address),
-                self._driver.now(),
-                retry=retry,
-                any_source=any_source,
-            )
-
-    def request(
-        self,
-        payload: bytes,
-        address: tuple[str, int],
-        *,
-        retry: bool | None = None,
-        any_source: bool = False,
-    ) -> bytes:
-        """Send a request and wait for the response payload. Raises
-        :class:`RequestTimeout`, or :class:`RequestCancelled` on close."""
-        req = self.request_async(payload, address, retry=retry, any_source=any_source)
-        self._driver.wait(req, None)
-        if not req.done():  # the driver closed under us
-            raise RequestCancelled()
-        return req.result().payload
-
-    def respond(self, tid: int, payload: bytes, address: tuple[str, int]) -> None:
-        """Send a response on ``tid`` (also to a third party: forwarding)."""
-        with self._driver.locked():
-            self._core.respond(tid, bytes(payload), Address(*address))
-
-    forward_response = respond
-
-    def forward_request(self, tid: int, payload: bytes, address: tuple[str, int]) -> None:
-        """Send a request on someone else's ``tid``."""
-        with self._driver.locked():
-            self._core.forward_request(tid, bytes(payload), Address(*address))
-
-    def close(self) -> None:
-        """Cancel pending requests, stop the driver, close the socket."""
-        if self._closed:
-            return
-        self._closed = True
-        with self._driver.locked():
-            self._core.close()
-        self._driver.close()
-
-    def __enter__(self) -> UDPRequest:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _ignore_request(tid: int, payload: bytes, address: Address) -> None:
+def _ignore_request(tid: int, payload: bytes, address: Address, now: float) -> None:
     pass
 
 
