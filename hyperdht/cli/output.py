@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from ..discovery import QueryResponse
+from ..discovery import PeerResponse
 from ..ipencoding import Address
 
 __all__ = [
@@ -59,7 +59,7 @@ def say_error(prog: str, message: str) -> None:
     say(f"{prog}: error: {message}", sys.stderr)
 
 
-def result_text(key: bytes, r: QueryResponse) -> str:
+def result_text(key: bytes, r: PeerResponse) -> str:
     """One lookup answer as a line: ``KEYHEX from NODE: PEER... [local PEER...]``."""
     line = f"{key.hex()} from {format_address(r.node)}: "
     line += " ".join(format_address(p) for p in r.peers)
@@ -68,7 +68,7 @@ def result_text(key: bytes, r: QueryResponse) -> str:
     return line
 
 
-def result_json(key: bytes, r: QueryResponse) -> str:
+def result_json(key: bytes, r: PeerResponse) -> str:
     """One lookup answer as a JSON line: ``key``, ``node``, ``peers`` and
     ``local_peers``, each address an object with ``host`` and ``port``."""
 

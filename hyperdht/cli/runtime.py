@@ -74,7 +74,7 @@ def open_node(**options: Any) -> HyperDHT:
 def driver_of(node: HyperDHT) -> Driver:
     """The driver that runs ``node``: where a command gets its events and
     background tasks."""
-    return node.dht.driver
+    return node.driver
 
 
 class Task:

@@ -29,10 +29,6 @@ from .core import (
 from .node import HyperDHT
 from .store import DEFAULT_MAX_AGE, DEFAULT_MAX_SIZE, PeerStore, StoredPeer
 
-#: Deprecated: the old name of :class:`PeerResponse` (the CLI still uses
-#: it); ``hyperdht.dhtrpc.QueryResponse`` is the unrelated ``(node, value)``.
-QueryResponse = PeerResponse
-
 __all__ = [
     "HyperDHT",
     "DiscoveryCore",

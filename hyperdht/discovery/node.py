@@ -82,12 +82,6 @@ class HyperDHT(DHT):
         ``driver.lock``)."""
         return self._discovery
 
-    @property
-    def dht(self) -> HyperDHT:
-        """This node itself: kept for code written when HyperDHT wrapped a
-        separate DHT object (``node.dht.driver`` still works)."""
-        return self
-
     # -- events ------------------------------------------------------------
 
     def add_listener(self, event: str, fn: Listener) -> None:

@@ -155,7 +155,7 @@ class Agent:
         addr = addr_arg(msg["addr"], "addr")
         ttl = int(msg["ttl"])
         data = b"\xff\xff\xff" + str(msg.get("data", "opener")).encode()  # a datagram frame
-        driver = self.dht.dht.driver
+        driver = self.dht.driver
         sock = driver.socket
         with driver.locked():  # no other datagram may go out with this TTL
             previous = sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
