@@ -253,7 +253,11 @@ def build_loadgen(tmp: Path) -> Path:
     if cc is None:
         raise SuiteError("no C compiler: install cc (gcc or clang), or set CC")
     exe = tmp / "loadgen"
-    subprocess.run([cc, "-O2", "-o", str(exe), str(HERE / "loadgen.c")], check=True)
+    built = subprocess.run(
+        [cc, "-O2", "-o", str(exe), str(HERE / "loadgen.c")], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        raise SuiteError(f"cannot compile loadgen.c: {built.stderr.strip()}")
     return exe
 
 
@@ -411,6 +415,7 @@ def summarize(
 
 
 def fmt(fmt_spec: str, value: float | None) -> str:
+    """``value`` formatted, or ``-`` when there is none."""
     return "-" if value is None else fmt_spec.format(value)
 
 
@@ -473,6 +478,7 @@ def machine_info(modules: Path | None) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command-line options (defaults of None come from the profile)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a smoke run: short items (< 2 min)")
     p.add_argument("--json", type=Path, default=Path("bench-results.json"), metavar="FILE")
@@ -521,9 +527,19 @@ def apply_defaults(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the suite; 0 when it ran, 1 when it could not, 2 on bad options."""
     args = build_parser().parse_args(argv)
-    apply_defaults(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return run(args)
+    except SuiteError as exc:
+        log.error("suite: %s", exc)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """The body of :func:`main`."""
+    apply_defaults(args)
     if args.rounds < 1 or args.serve_seconds <= 0 or not 1 <= args.inflight <= 4096:
         log.error("--rounds, --serve-seconds and --inflight (1..4096) must be positive")
         return 2
