@@ -50,6 +50,8 @@ COMMANDS = ("_ping", "_find_node")
 #: Contacts seeded into each server's routing table: 4 buckets of k = 20.
 SEED_BUCKETS = 4
 K = 20
+#: The load generator's id shares this many leading bits with the server's.
+CLIENT_DEPTH = 8
 POOL_SIZE = 4096
 
 log = logging.getLogger("benchmarks.suite")
@@ -196,10 +198,10 @@ def crafted_id(rng: random.Random, own: bytes, depth: int) -> bytes:
     return ((prefix << bit) | rest).to_bytes(32, "big")
 
 
-def seed_table(port: int, rng: random.Random) -> int:
+def seed_table(port: int, rng: random.Random) -> tuple[int, bytes]:
     """Ping the server with ``SEED_BUCKETS * K`` crafted ids; return how many
-    answered. The ids fill the top buckets exactly, so nothing is evicted and
-    the server pings nobody back."""
+    answered and the server's id. The ids fill the top buckets exactly, so
+    nothing is evicted and the server pings nobody back."""
     from hyperdht import messages
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -229,15 +231,15 @@ def seed_table(port: int, rng: random.Random) -> int:
                 req = messages.RpcRequest("_ping", id=crafted_id(rng, hello.id, depth))
                 if ask(req, 2 + depth * K + i) is not None:
                     answered += 1
-        return answered
+        return answered, hello.id
 
 
-def write_pool(path: Path, command: str, rng: random.Random) -> None:
-    """``POOL_SIZE`` pre-encoded requests of ``command`` (random targets for
-    ``_find_node``), each prefixed by a 2-byte length, for loadgen."""
+def write_pool(path: Path, command: str, client_id: bytes, rng: random.Random) -> None:
+    """``POOL_SIZE`` pre-encoded requests of ``command`` from ``client_id``
+    (random targets for ``_find_node``), each prefixed by a 2-byte length, for
+    loadgen."""
     from hyperdht import messages
 
-    client_id = rng.randbytes(32)  # one client node: refreshes one contact
     with open(path, "wb") as f:
         for _ in range(POOL_SIZE):
             target = rng.randbytes(32) if command == "_find_node" else None
@@ -281,15 +283,27 @@ def serve_round(
     target: str,
     modules: Path | None,
     exe: Path,
-    pools: dict[str, Path],
+    tmp: Path,
     args: argparse.Namespace,
     rng: random.Random,
 ) -> dict[str, Any]:
-    """Start ``target``, seed it, run loadgen for each command, stop it."""
+    """Start ``target``, seed it, run loadgen for each command, stop it.
+
+    The load comes from one client node whose id falls in a k-bucket that
+    is not full (``CLIENT_DEPTH`` levels down), so it joins the table once
+    and every request then only refreshes it: no evictions, no pings."""
     server = Server(target, modules, args.server_core)
     result: dict[str, Any] = {}
+    seeded = None
     try:
-        seeded = seed_table(server.port, rng) if target not in ("echo", "protobuf") else None
+        if target in ("echo", "protobuf"):
+            client_id = rng.randbytes(32)
+        else:
+            seeded, server_id = seed_table(server.port, rng)
+            client_id = crafted_id(rng, server_id, CLIENT_DEPTH)
+        pools = {c: tmp / f"{c}.pool" for c in COMMANDS}
+        for c, path in pools.items():
+            write_pool(path, c, client_id, rng)
         for command in COMMANDS:
             c0 = cpu_ticks(server.pid)
             lg = run_loadgen(
@@ -583,14 +597,11 @@ def run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="hyperdht-bench-") as tmp_name:
             tmp = Path(tmp_name)
             exe = build_loadgen(tmp)
-            pools = {c: tmp / f"{c}.pool" for c in COMMANDS}
-            for c, path in pools.items():
-                write_pool(path, c, rng)
             for r in range(args.rounds):
                 for target in targets:
                     try:
                         res: dict[str, Any] | None = serve_round(
-                            target, modules, exe, pools, args, rng
+                            target, modules, exe, tmp, args, rng
                         )
                     except (SuiteError, subprocess.SubprocessError, OSError) as exc:
                         log.warning("serve %s round %d failed: %s", target, r + 1, exc)
