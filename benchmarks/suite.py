@@ -163,7 +163,12 @@ class Server:
             preexec_fn=pinner(core),
         )
         assert self.proc.stdout is not None
-        hello = read_json_line(self.proc.stdout, 30, f"server {target}")
+        try:
+            hello = read_json_line(self.proc.stdout, 30, f"server {target}")
+        except SuiteError:
+            self.proc.kill()
+            self.proc.wait()
+            raise
         self.port: int = hello["port"]
         self.pid: int = hello["pid"]
 
