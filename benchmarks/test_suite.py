@@ -1,0 +1,116 @@
+"""Checks of the measuring instrument itself (``pytest benchmarks``; the tox
+``bench`` env runs them): the helpers that decide what a figure means, and
+one short loadgen run against the echo server on loopback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+suite = load("suite")
+
+
+def common_prefix_bits(a: bytes, b: bytes) -> int:
+    x = int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+    return 256 - x.bit_length()
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3, 8, 200])
+def test_crafted_id_falls_in_the_bucket_of_its_depth(depth: int) -> None:
+    rng = random.Random(depth)
+    own = rng.randbytes(32)
+    for _ in range(50):
+        assert common_prefix_bits(own, suite.crafted_id(rng, own, depth)) == depth
+
+
+def test_ratios_pair_rounds_and_skip_missing_ones() -> None:
+    rows = {"reference": [10.0, 20.0, None, 40.0], "thread": [20.0, 20.0, 5.0, None]}
+    summary = suite.summarize(rows)
+    assert summary["reference"] == {"median": 20.0, "ratio": None}
+    assert summary["thread"]["median"] == 20.0
+    assert summary["thread"]["ratio"] == 1.5  # median of 2.0 and 1.0
+    assert suite.summarize(rows, ratios=False)["thread"]["ratio"] is None
+    assert suite.summarize({"thread": [1.0]})["thread"]["ratio"] is None  # no reference
+
+
+def fake_tree(root: Path) -> Path:
+    for name in ("hyperdht", "dht-rpc"):
+        (root / name).mkdir(parents=True)
+        (root / name / "package.json").write_text(json.dumps({"version": "1.0.0"}))
+    return root
+
+
+def test_reference_tree_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(suite, "ROOT", tmp_path / "repo")
+    monkeypatch.delenv("HYPERDHT_NODE_MODULES", raising=False)
+    assert suite.reference_node_modules() is None
+    interop = fake_tree(tmp_path / "repo" / "tests" / "interop" / "node_modules")
+    assert suite.reference_node_modules() == interop
+    shared = fake_tree(tmp_path / "repo" / "reference" / "node_modules")
+    assert suite.reference_node_modules() == shared
+    env = fake_tree(tmp_path / "elsewhere")
+    monkeypatch.setenv("HYPERDHT_NODE_MODULES", str(env))
+    assert suite.reference_node_modules() == env
+    assert suite.node_env(env)["NODE_PATH"] == str(env)
+
+
+def test_missing_reference_fails_under_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(suite, "ROOT", tmp_path)
+    monkeypatch.delenv("HYPERDHT_NODE_MODULES", raising=False)
+    monkeypatch.setenv("CI", "true")
+    assert suite.main(["--quick", "--json", str(tmp_path / "out.json")]) == 1
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_pool_file_is_length_prefixed_requests(tmp_path: Path) -> None:
+    from hyperdht import messages
+
+    path = tmp_path / "pool"
+    client = bytes(32)
+    suite.write_pool(path, "_find_node", client, random.Random(1))
+    data = path.read_bytes()
+    pos, targets = 0, set()
+    while pos < len(data):
+        n = int.from_bytes(data[pos : pos + 2], "big")
+        req = messages.decode_request(data[pos + 2 : pos + 2 + n])
+        assert req.command == "_find_node" and req.id == client
+        targets.add(req.target)
+        pos += 2 + n
+    assert pos == len(data)
+    assert len(targets) == suite.POOL_SIZE  # random targets, not one
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_loadgen_counts_answers_from_the_echo_server(tmp_path: Path) -> None:
+    exe = suite.build_loadgen(tmp_path)
+    suite.write_pool(tmp_path / "pool", "_ping", bytes(32), random.Random(1))
+    server = suite.Server("echo", None, None)
+    try:
+        result = suite.run_loadgen(exe, server.port, tmp_path / "pool", 8, 0.05, 0.3, None)
+    finally:
+        server.stop()
+    assert result["answers"] > 100
+    assert result["inflight"] == 8 and result["pool"] == suite.POOL_SIZE
+    assert 0 <= result["cpu_share"] <= 1.5
+    # echo answers are the requests themselves (all _ping requests have one size)
+    pool = (tmp_path / "pool").read_bytes()
+    assert result["bytes"] / result["answers"] == 2 + int.from_bytes(pool[:2], "big")
