@@ -50,6 +50,7 @@ __all__ = [
     "node_codec",
     "BytesLike",
     "ID_LENGTH",
+    "pack_ipv4",
 ]
 
 BytesLike = bytes | bytearray | memoryview
@@ -114,6 +115,15 @@ def _pack_address(addr: tuple[str, int], ipv6: bool) -> bytes:
             hint = f" (the IPv6 codec takes IPv4 in mapped form: {mapped!r})"
         raise ArgumentError(f"not an {_family_name(ipv6)} address: {host!r}{hint}") from None
     return packed + port.to_bytes(2, "big")
+
+
+def pack_ipv4(host: str) -> bytes | None:
+    """The 4 bytes of a dotted-quad IPv4 ``host``, or None when it is not
+    one (strict: exactly four decimal parts, as :func:`socket.inet_pton`)."""
+    try:
+        return _inet_pton(_AF_INET, host)
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _is_ipv4(host: str) -> bool:

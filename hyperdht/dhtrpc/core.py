@@ -38,7 +38,7 @@ from ..errors import ArgumentError, ClosedError, DecodeError, HyperDHTError
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node, node_codec, peer_codec
 from ..kbucket import KBucket
-from ..udprequest import PendingRequest, RequestCore
+from ..udprequest.core import PendingRequest, RequestCore
 from .query import Query, QueryOptions, ResponseCallback
 from .tokens import ROTATE_INTERVAL, TokenStore
 from .types import IncomingQuery, QueryResponse, RemoteNode, Stats

@@ -20,7 +20,6 @@ Differences from the reference, on purpose (docs/PROTOCOL-NOTES.md):
 from __future__ import annotations
 
 import logging
-import socket as _socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,7 @@ from ..dhtrpc.core import DHTCore
 from ..dhtrpc.query import Query
 from ..dhtrpc.types import IncomingQuery, QueryResponse
 from ..errors import ArgumentError, DecodeError
-from ..ipencoding import Address, Node
+from ..ipencoding import Address, Node, pack_ipv4
 from .store import DEFAULT_MAX_AGE, DEFAULT_MAX_SIZE, PeerStore, StoredPeer
 
 __all__ = [
@@ -87,12 +86,9 @@ def encode_local_address(local_address: Any) -> bytes | None:
         addr = Address(local_address[0], local_address[1])
     else:
         raise ArgumentError(f"local_address: expected (host, port), got {local_address!r}")
-    try:
-        packed = _socket.inet_aton(addr.host)
-        if addr.host.count(".") != 3:
-            raise OSError
-    except (OSError, TypeError):
-        raise ArgumentError(f"local_address: {addr.host!r} is not an IPv4 address") from None
+    packed = pack_ipv4(addr.host)
+    if packed is None:
+        raise ArgumentError(f"local_address: {addr.host!r} is not an IPv4 address")
     port = check_port(addr.port, "local_address: port")
     return packed + port.to_bytes(2, "big")
 
