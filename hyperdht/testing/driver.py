@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..drivers.base import Driver, Endpoint
 from ..errors import ClosedError
 
 if TYPE_CHECKING:
+    from ..datagram import Datagram
     from ..future import Future
     from ..ipencoding import Address
     from .host import Host
@@ -146,6 +147,10 @@ class SimDriver(Driver):
                 network._count_delivery(src, self._address, data)
                 endpoint.receive_datagram(data, src, network.now)
             self.flush()
+
+    def send_datagrams(self, datagrams: Sequence[Datagram]) -> None:
+        """Hand ``(data, address, options)`` triples to the network."""
+        self._network._send(self, datagrams)
 
     def flush(self) -> None:
         """Hand the endpoint's queued datagrams to the network and re-arm
