@@ -212,7 +212,7 @@ class Driver(Transport, Waiting):
 
 class Backend(Protocol):
     """Something that creates drivers: the thing ``backend=`` accepts besides
-    the names ``"thread"`` and ``"gevent"``."""
+    the names of :data:`hyperdht.drivers.BACKENDS`."""
 
     def create_driver(
         self,

@@ -64,11 +64,8 @@ class GeventDriver(SocketDriver):
     picks a free one); ``socket`` supplies an already bound one instead (see
     the module docstring), which the driver never closes. Raises BindError
     (an OSError) when binding fails (the message names the address),
-    ArgumentError (a ValueError) when ``socket`` is closed.
-
-    ``send_errors`` counts datagrams ``sendto`` refused; ``endpoint_errors``
-    counts exceptions raised by the endpoint inside the receiver or timer
-    (each is logged and the loop goes on).
+    ArgumentError (a ValueError) when ``socket`` is closed. The counters
+    and everything else: :class:`SocketDriver`.
     """
 
     def __init__(

@@ -62,10 +62,7 @@ class ThreadDriver(SocketDriver):
     binding fails (the message names the address), ArgumentTypeError (a
     TypeError) when ``socket`` offers neither ``fileno()`` nor
     ``settimeout()``, ArgumentError (a ValueError) when it is closed.
-
-    ``send_errors`` counts datagrams ``sendto`` refused; ``endpoint_errors``
-    counts exceptions raised by the endpoint inside the receiver or timer
-    (each is logged and the loop goes on).
+    The counters and everything else: :class:`SocketDriver`.
     """
 
     def __init__(
