@@ -22,7 +22,7 @@ A caller-supplied ``socket=``:
   socket and closes that duplicate on ``close()``. The duplicate shares the
   blocking flag, so the caller's timeout is restored on ``close()``;
 * another object with ``fileno()`` and ``setblocking()`` (a wrapper, e.g.
-  :class:`hyperdht.natsocket.NATSocket`) is set non-blocking and its own
+  :class:`hyperdht.testing.natsocket.NATSocket`) is set non-blocking and its own
   ``recvfrom`` is called whenever its descriptor is readable, so anything
   the wrapper filters stays filtered; its timeout is restored on
   ``close()``;

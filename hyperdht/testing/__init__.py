@@ -22,6 +22,10 @@ milliseconds, and identically for a given seed::
     net.run_for(60.0)                     # a virtual minute of timers
     print(net.now, net.stats.delivered, net.stats.dropped_nat_filtered)
 
+:class:`NATSocket` (``nat_socket(...)``) is the other half: an emulated
+NAT on a *real* UDP socket, for demos and loopback tests (``hyperdht
+demo`` uses it).
+
 Drive a sans-I/O endpoint directly with ``driver = host.create_driver()``
 and ``driver.start(endpoint)``; then ``net.step()``, ``net.run(until=t)``,
 ``net.run_for(seconds)`` or ``net.run_until(predicate, timeout)``.
@@ -39,6 +43,7 @@ from __future__ import annotations
 from .driver import SimDriver, SimEvent
 from .host import Host
 from .nat import NAT, FilteringBehavior, MappingBehavior, NATMapping
+from .natsocket import NATSocket, nat_socket
 from .network import Network, NetworkStats, ScheduledCall, TraceEvent
 
 __all__ = [
@@ -53,4 +58,6 @@ __all__ = [
     "NetworkStats",
     "TraceEvent",
     "ScheduledCall",
+    "NATSocket",
+    "nat_socket",
 ]
