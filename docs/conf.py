@@ -22,7 +22,7 @@ import hyperdht  # noqa: E402
 
 project = "hyperdht"
 author = "the hyperdht authors"
-copyright = "the hyperdht authors, MIT License"  # noqa: A001
+copyright = "the hyperdht authors, MIT License"
 release = version = hyperdht.__version__
 
 extensions = [
@@ -100,10 +100,12 @@ autodoc_inherit_docstrings = True
 # builtins and third-party packages cannot resolve; those are the only ones
 # ignored. Anything else that does not resolve (a hyperdht name, a typo) fails.
 nitpicky = True
-_OUTSIDE = sorted(set(sys.stdlib_module_names) | {"gevent", "google", "greenlet", "yaml", "typing_extensions"})
+_OUTSIDE = sorted(
+    set(sys.stdlib_module_names) | {"gevent", "google", "greenlet", "yaml", "typing_extensions"}
+)
 nitpick_ignore_regex = [
-    (r"py:.*", r"(%s)(\..*)?" % "|".join(_OUTSIDE)),
-    (r"py:.*", r"(%s)" % "|".join(n for n in dir(builtins) if not n.startswith("_"))),
+    (r"py:.*", rf"({'|'.join(_OUTSIDE)})(\..*)?"),
+    (r"py:.*", rf"({'|'.join(n for n in dir(builtins) if not n.startswith('_'))})"),
     # Type variables and typing shorthands as autodoc renders them.
     (r"py:.*", r"(T|K|V|R|P|_T|Self|Any|Callable|Iterator|Iterable|Sequence|Mapping|Counter)"),
     (r"py:.*", r"(NoneType|None|Ellipsis|\.\.\.)"),

@@ -89,7 +89,11 @@ def missing_docstrings(module_names: list[str]) -> list[str]:
                 missing.append(f"{modname}.{name}")
             if not inspect.isclass(obj) or getattr(obj, "__module__", None) != modname:
                 continue
-            fields = {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
+            fields = (
+                {f.name for f in dataclasses.fields(obj)}
+                if dataclasses.is_dataclass(obj)
+                else set()
+            )
             for member, value in vars(obj).items():
                 if not _is_public(member) or member in fields or not _member_needs_doc(value):
                     continue
@@ -166,7 +170,9 @@ def api_pages(module_names: list[str]) -> dict[str, str]:
         exported = reexports(modname)
         if exported:
             text += "\n.. rubric:: Also exported here\n\n"
-            text += "".join(f"* ``{modname}.{name}``: :py:obj:`{target}`\n" for name, target in exported)
+            text += "".join(
+                f"* ``{modname}.{name}``: :py:obj:`{target}`\n" for name, target in exported
+            )
         pages[f"{modname}.rst"] = text
     toc = "\n".join(f"   {m}" for m in module_names)
     pages["index.rst"] = (
@@ -212,12 +218,18 @@ def generate(app: Sphinx) -> None:
 def check(app: Sphinx, env: Any) -> None:
     """``env-check-consistency``: the checks that must fail the build."""
     for name in missing_docstrings(list(app.config.hyperdht_api_modules)):
-        logger.warning("public name without a docstring: %s", name, type="hyperdht", subtype="docstring")
+        logger.warning(
+            "public name without a docstring: %s", name, type="hyperdht", subtype="docstring"
+        )
     page = Path(app.srcdir) / app.config.hyperdht_stats_page
     package_dir = Path(app.config.hyperdht_package_dir)
     for name in undocumented_stats(page, package_dir):
         logger.warning(
-            "%s is not explained in %s", name, app.config.hyperdht_stats_page, type="hyperdht", subtype="stats"
+            "%s is not explained in %s",
+            name,
+            app.config.hyperdht_stats_page,
+            type="hyperdht",
+            subtype="stats",
         )
 
 
@@ -263,7 +275,13 @@ class PythonDomain(_PythonDomain):
     name, the one that the referring module actually imports under it."""
 
     def find_obj(
-        self, env: Any, modname: str, classname: str, name: str, type: str | None, searchmode: int = 0
+        self,
+        env: Any,
+        modname: str,
+        classname: str,
+        name: str,
+        type: str | None,
+        searchmode: int = 0,
     ) -> list[tuple[str, Any]]:
         """As the stock domain; an ambiguity is settled by importing."""
         matches = super().find_obj(env, modname, classname, name, type, searchmode)

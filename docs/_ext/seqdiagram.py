@@ -28,7 +28,7 @@ import html
 import itertools
 import re
 import shlex
-from typing import Any
+from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import Directive, directives
@@ -64,7 +64,7 @@ def render(source: str, title: str = "") -> str:
         if line.startswith("participant "):
             parts = shlex.split(line)
             if len(parts) not in (2, 3):
-                raise DiagramError(f"line {lineno}: participant ID \"label\"")
+                raise DiagramError(f'line {lineno}: participant ID "label"')
             participants[parts[1]] = parts[2] if len(parts) == 3 else parts[1]
             continue
         if line.startswith("note "):
@@ -104,7 +104,8 @@ def render(source: str, title: str = "") -> str:
                 end = x2 - (x2 - x1) * 0.18
                 body.append(f'<line x1="{x1:.0f}" y1="{y}" x2="{end:.0f}" y2="{y}" class="msg"/>')
                 body.append(
-                    f'<path d="M{end - 6:.0f},{y - 6} l12,12 M{end - 6:.0f},{y + 6} l12,-12" class="lost"/>'
+                    f'<path d="M{end - 6:.0f},{y - 6} l12,12 M{end - 6:.0f},{y + 6} l12,-12"'
+                    ' class="lost"/>'
                 )
             else:
                 body.append(
@@ -119,21 +120,30 @@ def render(source: str, title: str = "") -> str:
             right = max(x[i] for i in ids) + COLUMN / 2 - 10
             h = LINE * len(lines) + 10
             top = y - 16
-            body.append(f'<rect x="{left:.0f}" y="{top}" width="{right - left:.0f}" height="{h}" rx="4" class="note"/>')
+            body.append(
+                f'<rect x="{left:.0f}" y="{top}" width="{right - left:.0f}" height="{h}"'
+                ' rx="4" class="note"/>'
+            )
             for i, t in enumerate(lines):
                 body.append(_text((left + right) / 2, top + 17 + LINE * i, t, cls="notetext"))
             y += h + 12
         else:
-            body.append(f'<line x1="{MARGIN}" y1="{y - 4}" x2="{width - MARGIN}" y2="{y - 4}" class="divider"/>')
+            body.append(
+                f'<line x1="{MARGIN}" y1="{y - 4}" x2="{width - MARGIN}" y2="{y - 4}"'
+                ' class="divider"/>'
+            )
             body.append(_text(width / 2, y - 10, step, cls="notetext"))
             y += ROW
     height = y + 4
     heads: list[str] = []
     for pid, label in participants.items():
         cx = x[pid]
-        heads.append(f'<line x1="{cx:.0f}" y1="{HEAD}" x2="{cx:.0f}" y2="{height - 6}" class="life"/>')
         heads.append(
-            f'<rect x="{cx - COLUMN / 2 + 12:.0f}" y="6" width="{COLUMN - 24}" height="{HEAD - 12}" rx="5" class="actor"/>'
+            f'<line x1="{cx:.0f}" y1="{HEAD}" x2="{cx:.0f}" y2="{height - 6}" class="life"/>'
+        )
+        heads.append(
+            f'<rect x="{cx - COLUMN / 2 + 12:.0f}" y="6" width="{COLUMN - 24}"'
+            f' height="{HEAD - 12}" rx="5" class="actor"/>'
         )
         heads.append(_text(cx, 29, label, cls="actortext"))
     style = (
@@ -152,7 +162,8 @@ def render(source: str, title: str = "") -> str:
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">'
         f"<style>{style}</style>"
         f'<defs><marker id="{uid}-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
-        f'markerHeight="8" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="currentColor"/>'
+        f'markerHeight="8" orient="auto-start-reverse">'
+        '<path d="M0,0 L10,5 L0,10 z" fill="currentColor"/>'
         f"</marker></defs>" + "".join(heads) + "".join(body) + "</svg>"
     )
 
@@ -161,7 +172,7 @@ class SequenceDiagram(Directive):
     """The ``sequence-diagram`` directive (see the module docstring)."""
 
     has_content = True
-    option_spec = {"caption": directives.unchanged}
+    option_spec: ClassVar[dict[str, Any]] = {"caption": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
         """Render the content; a parse error is a build error."""
