@@ -39,6 +39,7 @@ MARGIN = 30
 HEAD = 44
 ROW = 34
 LINE = 15
+CHAR = 6.6  # average width of a 12px sans-serif character
 _ids = itertools.count(1)
 
 ARROW = re.compile(r"^(\w+)\s*(-x|-->|->)\s*(\w+)\s*:\s*(.*)$")
@@ -118,6 +119,14 @@ def render(source: str, title: str = "") -> str:
             lines = text.split("\\n")
             left = min(x[i] for i in ids) - COLUMN / 2 + 10
             right = max(x[i] for i in ids) + COLUMN / 2 - 10
+            need = max(len(t) for t in lines) * CHAR + 16  # an estimate: no fonts here
+            if need > right - left:
+                grow = (need - (right - left)) / 2
+                left, right = left - grow, right + grow
+                if left < 4:
+                    left, right = 4, right + 4 - left
+                if right > width - 4:
+                    left, right = max(4, left - (right - width + 4)), width - 4
             h = LINE * len(lines) + 10
             top = y - 16
             body.append(
@@ -132,7 +141,7 @@ def render(source: str, title: str = "") -> str:
                 f'<line x1="{MARGIN}" y1="{y - 4}" x2="{width - MARGIN}" y2="{y - 4}"'
                 ' class="divider"/>'
             )
-            body.append(_text(width / 2, y - 10, step, cls="notetext"))
+            body.append(_text(width / 2, y - 10, step, cls="dividertext"))
             y += ROW
     height = y + 4
     heads: list[str] = []
@@ -148,12 +157,13 @@ def render(source: str, title: str = "") -> str:
         heads.append(_text(cx, 29, label, cls="actortext"))
     style = (
         "text{font:13px system-ui,sans-serif;fill:currentColor}"
-        ".actortext{font-weight:600}.notetext{font-size:12px}"
+        ".actortext{font-weight:600}.notetext,.dividertext{font-size:12px}"
         ".life{stroke:currentColor;stroke-opacity:.35;stroke-dasharray:3 4}"
         ".actor{fill:none;stroke:currentColor;stroke-width:1.5}"
         ".msg{stroke:currentColor;stroke-width:1.5}"
         ".lost{stroke:#d33;stroke-width:2.5;fill:none}"
-        ".note{fill:#f5c542;fill-opacity:.22;stroke:#c9a227}"
+        ".note{fill:#fdf1c7;fill-opacity:.95;stroke:#c9a227}"
+        ".notetext{fill:#222}"
         ".divider{stroke:currentColor;stroke-opacity:.3}"
     )
     label = html.escape(title or "sequence diagram", quote=True)
