@@ -1,0 +1,2 @@
+"""Tests of the documentation: its code examples, its build checks and the
+built site in a real headless browser."""
