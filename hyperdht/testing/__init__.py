@@ -29,8 +29,9 @@ and ``driver.start(endpoint)``; then ``net.step()``, ``net.run(until=t)``,
 The simulator is single-threaded and not re-entrant: the loop cannot be run,
 nor a driver's blocking wait called, from inside one of its callbacks (a
 datagram, a timer, or a function given to ``driver.spawn``): that raises
-RuntimeError. Exceptions raised by endpoints and callbacks propagate out of
-``run*``/``wait``, so a broken protocol fails the test that drives it.
+StateError (a RuntimeError). Exceptions raised by endpoints and callbacks
+propagate out of ``run*``/``wait``, so a broken protocol fails the test
+that drives it.
 """
 
 from __future__ import annotations

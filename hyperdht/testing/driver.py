@@ -6,20 +6,31 @@ calls (:meth:`SimDriver.wait`, :meth:`SimEvent.wait`) run the event loop
 until the thing waited for happens or the *virtual* deadline passes, so a
 blocking API written for real sockets runs unchanged, and instantly, on the
 simulator. They cannot be called from inside the loop (a datagram, timer or
-spawned callback): that raises RuntimeError, see :meth:`Network.run`.
+spawned callback): that raises StateError (a RuntimeError), see
+:meth:`Network.run`.
+
+The driver owns its timer (it schedules ``_on_timer`` on the network's
+heap and recognises superseded entries by its own sequence number) and its
+backlog; the network reaches it only through public members
+(:attr:`SimDriver.endpoint`, :meth:`SimDriver.enqueue`, ``lock``,
+:meth:`SimDriver.flush`).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..drivers.base import Driver, Endpoint
-from ..errors import ClosedError
+from ..errors import ClosedError, StateError
 
 if TYPE_CHECKING:
+    # Back-references for annotations only: a Host creates its drivers and
+    # the Network routes to them, so importing those at run time would be
+    # a cycle (host -> driver -> host).
+    from ..datagram import Datagram, SendOptions
     from ..future import Future
     from ..ipencoding import Address
     from .host import Host
@@ -54,7 +65,7 @@ class SimEvent:
     def wait(self, timeout: float | None = None) -> bool:
         """Run the network until the flag is set (True) or ``timeout``
         virtual seconds pass (False). Raises like :meth:`SimDriver.wait`."""
-        return self._flag or self._network._block(self.is_set, timeout)
+        return self._flag or self._network.block_until(self.is_set, timeout)
 
     def __repr__(self) -> str:
         return f"<SimEvent {'set' if self._flag else 'unset'}>"
@@ -94,12 +105,13 @@ class SimDriver(Driver):
         # The endpoint's deadline as of the last flush.
         self._deadline: float | None = None
         # The earliest timer event in the network's heap that is still
-        # valid (inf: none); later-scheduled events are superseded, not
-        # removed, and recognised by their sequence number.
+        # valid (inf: none); other scheduled events are superseded, not
+        # removed, and recognised by their sequence number: only the one
+        # carrying _timer_seq is live.
         self._timer_at = math.inf
-        self._timer_seq = -1
+        self._timer_seq = 0
         # Datagrams that arrived before start(), as a kernel would queue them.
-        self._backlog: list[tuple[bytes, Address]] = []
+        self._backlog: list[tuple[bytes, Address, SendOptions | None]] = []
 
     @property
     def address(self) -> Address:
@@ -133,19 +145,31 @@ class SimDriver(Driver):
     def start(self, endpoint: Endpoint) -> None:
         """Attach ``endpoint``: hand it any datagram that arrived since the
         bind, and arm its timer. Raises ClosedError after :meth:`close` and
-        RuntimeError when already started."""
+        StateError (a RuntimeError) when already started."""
         if self._closed:
             raise ClosedError(f"SimDriver {self._address}: start() after close()")
         if self._endpoint is not None:
-            raise RuntimeError(f"SimDriver {self._address}: already started")
+            raise StateError(f"SimDriver {self._address}: already started")
         self._endpoint = endpoint
         backlog, self._backlog = self._backlog, []
         network = self._network
         with self.lock:
-            for data, src in backlog:
-                network._count_delivery(src, self._address, data)
+            for data, src, options in backlog:
+                network.record_delivery(src, self._address, data, options)
                 endpoint.receive_datagram(data, src, network.now)
             self.flush()
+
+    def enqueue(self, data: bytes, src: Address, options: SendOptions | None = None) -> None:
+        """Keep a datagram that arrived before :meth:`start`, as a kernel
+        queues it on a bound socket; ``start()`` delivers it. The network
+        calls this when :attr:`endpoint` is None."""
+        if not self._closed:
+            self._backlog.append((data, src, options))
+
+    def send_datagrams(self, datagrams: Sequence[Datagram]) -> None:
+        """Hand ``(data, address, options)`` triples to the network, which
+        routes them with their options (see :meth:`Network.route`)."""
+        self._network.route(self, datagrams)
 
     def flush(self) -> None:
         """Hand the endpoint's queued datagrams to the network and re-arm
@@ -156,11 +180,11 @@ class SimDriver(Driver):
             return
         out = endpoint.datagrams_to_send()
         if out:
-            self._network._send(self, out)
+            self._network.route(self, out)
         deadline = endpoint.get_timer()
         self._deadline = deadline
         if deadline is not None and deadline < self._timer_at:
-            self._network._arm_timer(self, deadline)
+            self._arm_timer(deadline)
 
     def wait(self, future: Future[Any], timeout: float | None) -> bool:
         """Run the network until ``future`` is done (True), or ``timeout``
@@ -168,14 +192,14 @@ class SimDriver(Driver):
         ``future.done()``); virtual time advances to that moment and no
         further.
 
-        Raises RuntimeError when called from inside the event loop (unless
-        it can answer at once: the future is done or ``timeout`` <= 0),
-        and when ``timeout`` is None and nothing is left scheduled, so the
+        Raises StateError (a RuntimeError) when called from inside the
+        event loop (unless it can answer at once: the future is done or
+        ``timeout`` <= 0), and when ``timeout`` is None and nothing is left scheduled, so the
         future can never complete (a simulated deadlock). An exception
         raised by an endpoint or callback while the loop runs propagates."""
         if future.done() or self._closed:
             return future.done()
-        self._network._block(lambda: future.done() or self._closed, timeout)
+        self._network.block_until(lambda: future.done() or self._closed, timeout)
         return future.done()
 
     def new_event(self) -> SimEvent:
@@ -188,7 +212,7 @@ class SimDriver(Driver):
         the driver is closed by then."""
         if self._closed:
             return
-        self._network._schedule(self._network.now, self._run_spawned, (fn, args))
+        self._network.schedule(self._network.now, self._run_spawned, fn, args)
 
     def close(self) -> None:
         """Unbind the port and cancel the timer and spawned calls;
@@ -199,21 +223,28 @@ class SimDriver(Driver):
         self._closed = True
         self._deadline = None
         self._timer_at = math.inf
-        self._timer_seq = -1
+        self._timer_seq += 1  # supersedes the scheduled timer event
         self._backlog = []
-        self._host._unbind(self)
+        self._host.unbind(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<SimDriver {self._address[0]}:{self._address[1]} {state}>"
 
-    # -- called by the network's event loop ----------------------------------
+    # -- the timer, on the network's heap ----------------------------------------
+
+    def _arm_timer(self, deadline: float) -> None:
+        network = self._network
+        now = network.now
+        when = deadline if deadline > now else now
+        self._timer_seq = seq = self._timer_seq + 1
+        self._timer_at = when
+        network.schedule(when, self._on_timer, seq)
 
     def _on_timer(self, seq: int) -> None:
-        if seq != self._timer_seq:
+        if seq != self._timer_seq or self._closed:
             return  # superseded by an earlier deadline, or closed
         self._timer_at = math.inf
-        self._timer_seq = -1
         deadline = self._deadline
         if deadline is None:
             return
@@ -221,12 +252,12 @@ class SimDriver(Driver):
         now = network.now
         if deadline > now:
             # The deadline moved later since this event was scheduled.
-            network._arm_timer(self, deadline)
+            self._arm_timer(deadline)
             return
         endpoint = self._endpoint
         assert endpoint is not None  # a timer is only armed by flush()
         if network.trace is not None:
-            network._trace_timer(self)
+            network.record_timer(self._address)
         with self.lock:
             endpoint.handle_timer(now)
             self.flush()

@@ -10,10 +10,13 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from ..errors import ArgumentError, BindError
 from ..ipencoding import Address
 from .driver import SimDriver
 
 if TYPE_CHECKING:
+    # Annotations only: the Network creates hosts (a run-time import of it
+    # here would be a cycle); a NAT is only passed in.
     from ..drivers.base import SocketLike
     from .nat import NAT
     from .network import Network
@@ -74,23 +77,28 @@ class Host:
 
         ``host`` is the bind address: a wildcard (``""``, ``"0.0.0.0"``,
         ``"::"``) or this host's IP. ``port`` 0 picks a free ephemeral port.
-        Raises OSError (EADDRINUSE, EADDRNOTAVAIL or EAFNOSUPPORT) like a
-        real bind, and ValueError for a port out of range or a ``socket``
-        (the simulator has no real sockets).
+        Raises BindError (an OSError: EADDRINUSE, EADDRNOTAVAIL or
+        EAFNOSUPPORT) like a real bind, and ArgumentError (a ValueError) for
+        a port out of range or a ``socket`` (the simulator has no real
+        sockets).
         """
         if socket is not None:
-            raise ValueError("socket: the simulated network cannot use a real socket")
+            raise ArgumentError("socket: the simulated network cannot use a real socket")
         if not 0 <= port <= 65535:
-            raise ValueError(f"port: must be in 0..65535, got {port!r}")
+            raise ArgumentError(f"port: must be in 0..65535, got {port!r}")
         if host not in _WILDCARDS and host != self._ip:
-            raise OSError(errno.EADDRNOTAVAIL, f"cannot bind {host!r} on simulated host {self._ip}")
+            raise BindError(
+                errno.EADDRNOTAVAIL, f"cannot bind {host!r} on simulated host {self._ip}"
+            )
         if ipv6 != (":" in self._ip):
             family = "IPv6" if ipv6 else "IPv4"
-            raise OSError(errno.EAFNOSUPPORT, f"simulated host {self._ip} has no {family} address")
+            raise BindError(
+                errno.EAFNOSUPPORT, f"simulated host {self._ip} has no {family} address"
+            )
         if port == 0:
             port = self._ephemeral_port()
         elif port in self._ports:
-            raise OSError(errno.EADDRINUSE, f"{self._ip}:{port} is already bound")
+            raise BindError(errno.EADDRINUSE, f"{self._ip}:{port} is already bound")
         driver = SimDriver(self, Address(self._ip, port))
         self._ports[port] = driver
         return driver
@@ -99,7 +107,14 @@ class Host:
         where = f" behind {self._nat.public_ip}" if self._nat is not None else ""
         return f"<Host {self._ip}{where} ports={len(self._ports)}>"
 
-    def _unbind(self, driver: SimDriver) -> None:
+    def driver_at(self, port: int) -> SimDriver | None:
+        """The driver bound on ``port``, or None (where the network
+        delivers a datagram)."""
+        return self._ports.get(port)
+
+    def unbind(self, driver: SimDriver) -> None:
+        """Free the port ``driver`` is bound on (its ``close()`` calls
+        this); nothing if another driver holds it by now."""
         port = driver.address[1]
         if self._ports.get(port) is driver:
             del self._ports[port]
@@ -113,4 +128,4 @@ class Host:
                 self._next_port = nxt
                 return port
             port = nxt
-        raise OSError(errno.EADDRINUSE, f"no free ephemeral port on simulated host {self._ip}")
+        raise BindError(errno.EADDRINUSE, f"no free ephemeral port on simulated host {self._ip}")

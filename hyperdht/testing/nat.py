@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from ..errors import ArgumentError, StateError
 from ..ipencoding import Address
 
 if TYPE_CHECKING:
+    # Annotations only: hosts and the network hold NATs, not the reverse
+    # (a run-time import of either here would be a cycle).
     from .host import Host
     from .network import Network
 
@@ -115,15 +118,15 @@ class NAT:
     ) -> None:
         """Use :meth:`Network.nat` rather than calling this directly.
 
-        Raises ValueError for an unknown ``mapping`` or ``filtering`` or a
-        ``timeout`` that is not positive.
+        Raises ArgumentError (a ValueError) for an unknown ``mapping`` or
+        ``filtering`` or a ``timeout`` that is not positive.
         """
         if mapping not in _MAPPINGS:
-            raise ValueError(f"mapping: expected one of {_MAPPINGS}, got {mapping!r}")
+            raise ArgumentError(f"mapping: expected one of {_MAPPINGS}, got {mapping!r}")
         if filtering not in _FILTERINGS:
-            raise ValueError(f"filtering: expected one of {_FILTERINGS}, got {filtering!r}")
+            raise ArgumentError(f"filtering: expected one of {_FILTERINGS}, got {filtering!r}")
         if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout: must be positive or None, got {timeout!r}")
+            raise ArgumentError(f"timeout: must be positive or None, got {timeout!r}")
         self._network = network
         self._public_ip = public_ip
         self._mapping: MappingBehavior = mapping
@@ -191,6 +194,40 @@ class NAT:
 
     # -- used by Network, on the hot path ------------------------------------
 
+    def host_at(self, ip: str) -> Host | None:
+        """The host with private address ``ip`` on this NAT's LAN, or None."""
+        return self._lan.get(ip)
+
+    def attach(self, host: Host) -> None:
+        """Put ``host`` on this NAT's LAN (:meth:`Network.host` does it).
+        Raises ArgumentError when its IP is taken there."""
+        if host.ip in self._lan or host.ip == self._public_ip:
+            raise ArgumentError(f"ip: {host.ip} is already in use")
+        self._lan[host.ip] = host
+
+    def egress(
+        self, internal: Address, dst: tuple[str, int], now: float
+    ) -> tuple[NAT | None, Address] | None:
+        """Where a datagram from the LAN socket ``internal`` to ``dst``
+        goes: ``(self, internal)`` when ``dst`` is on the LAN (no
+        translation), ``(None, public source)`` to the public network
+        (creating or refreshing a mapping), or None when it has no route
+        (sent to the NAT's own address without hairpinning)."""
+        ip = dst[0]
+        if ip in self._lan:
+            return self, internal
+        if ip == self._public_ip and not self._hairpin:
+            return None
+        return None, self._outbound(internal, dst, now)
+
+    def ingress(self, src: tuple[str, int], port: int, now: float) -> tuple[Host, Address] | None:
+        """The LAN host and internal address a datagram from ``src`` to the
+        public ``port`` goes to, or None if the NAT filters it out."""
+        internal = self._inbound(src, port, now)
+        if internal is None:
+            return None
+        return self._lan[internal[0]], internal
+
     def _outbound(self, internal: Address, dst: tuple[str, int], now: float) -> Address:
         """Translate a datagram from ``internal`` to ``dst``: the public
         source address it leaves with (creating or refreshing a mapping)."""
@@ -252,4 +289,4 @@ class NAT:
                 self._next_port = port + 1 if port < _LAST_PORT else _FIRST_PORT
                 return port
             port = port + 1 if port < _LAST_PORT else _FIRST_PORT
-        raise RuntimeError(f"NAT {self._public_ip}: every public port is mapped")
+        raise StateError(f"NAT {self._public_ip}: every public port is mapped")

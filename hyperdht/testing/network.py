@@ -6,6 +6,15 @@ scheduling order), sets the clock to the entry's time and runs the
 callback. Nothing sleeps and the wall clock is never read; all randomness
 comes from one ``random.Random(seed)``, so a run is a pure function of the
 seed and of what the test does.
+
+The network touches hosts, NATs and drivers only through their public
+members; the drivers reach it through the section "the driver side"
+(:meth:`Network.schedule`, :meth:`Network.block_until`,
+:meth:`Network.route`, :meth:`Network.record_delivery`,
+:meth:`Network.record_timer`). A datagram keeps its
+:class:`~hyperdht.datagram.SendOptions` from :meth:`Network.route` to the
+delivery step (where it crosses NATs), so per-hop effects such as TTL
+expiry can be modelled there.
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..datagram import Datagram
+from ..datagram import Datagram, SendOptions
+from ..errors import ArgumentError, StateError
 from ..ipencoding import Address
 from .host import Host
 from .nat import NAT, FilteringBehavior, MappingBehavior
 
 if TYPE_CHECKING:
+    # Annotations only: drivers are created by hosts, never by the network.
     from .driver import SimDriver
 
 __all__ = ["Network", "NetworkStats", "TraceEvent", "ScheduledCall"]
@@ -49,7 +60,9 @@ class TraceEvent(NamedTuple):
     receiver sees, ``dst`` the receiver's local address), ``"drop"``
     (``reason`` is ``"loss"``, ``"no_listener"``, ``"nat_filtered"`` or
     ``"no_route"``) or ``"timer"`` (an endpoint's timer fired; ``src`` and
-    ``dst`` are its address, ``data`` is empty).
+    ``dst`` are its address, ``data`` is empty). ``options`` is the
+    datagram's :class:`~hyperdht.datagram.SendOptions` (or None) on
+    ``"send"`` and ``"deliver"``.
     """
 
     time: float
@@ -58,6 +71,7 @@ class TraceEvent(NamedTuple):
     dst: tuple[str, int]
     data: bytes
     reason: str | None = None
+    options: SendOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -120,13 +134,13 @@ class ScheduledCall:
 
 def _rate(name: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}: must be a probability in [0, 1], got {value!r}")
+        raise ArgumentError(f"{name}: must be a probability in [0, 1], got {value!r}")
     return float(value)
 
 
 def _delay(name: str, value: float) -> float:
     if not 0.0 <= value < math.inf:
-        raise ValueError(f"{name}: must be a finite number of seconds >= 0, got {value!r}")
+        raise ArgumentError(f"{name}: must be a finite number of seconds >= 0, got {value!r}")
     return float(value)
 
 
@@ -144,7 +158,7 @@ class Network:
     path delay; crossing a NAT adds none.
 
     The network is not thread-safe: drive it, and every endpoint on it,
-    from one thread. Raises ValueError for a rate outside [0, 1] or a
+    from one thread. Raises ArgumentError (a ValueError) for a rate outside [0, 1] or a
     negative delay.
     """
 
@@ -285,30 +299,30 @@ class Network:
         Without ``nat`` the host is on the public network; with it, it sits
         on that NAT's LAN (private IPs may repeat across NATs). Without
         ``ip``, the next free address of 198.18.0.0/15 (public) or 10/8
-        (behind a NAT) is used. Raises ValueError for an invalid or taken
+        (behind a NAT) is used. Raises ArgumentError (a ValueError) for an invalid or taken
         address, or a NAT of another network.
         """
         if nat is not None and nat.network is not self:
-            raise ValueError("nat: belongs to another Network")
+            raise ArgumentError("nat: belongs to another Network")
         if nat is None:
             taken = self._taken
         else:
-            lan, public_ip = nat._lan, nat.public_ip
+            lan_nat, public_ip = nat, nat.public_ip
 
             def taken(ip: str) -> bool:
-                return ip in lan or ip == public_ip
+                return lan_nat.host_at(ip) is not None or ip == public_ip
 
         if ip is None:
-            ip = self._auto(taken, public=nat is None, start=0 if nat is None else len(nat._lan))
+            ip = self._auto(taken, public=nat is None, start=0 if nat is None else len(nat.hosts))
         else:
             ip = _check_ip("ip", ip)
             if taken(ip):
-                raise ValueError(f"ip: {ip} is already in use")
+                raise ArgumentError(f"ip: {ip} is already in use")
         host = Host(self, ip, nat)
         if nat is None:
             self._hosts[ip] = host
         else:
-            nat._lan[ip] = host
+            nat.attach(host)
         return host
 
     def nat(
@@ -328,7 +342,7 @@ class Network:
         idle seconds before a mapping expires (None: never); ``hairpin``:
         whether hosts behind it may send to its public address. See
         :mod:`hyperdht.testing.nat`. Without ``public_ip`` the next free
-        public address is used. Raises ValueError for a bad argument or a
+        public address is used. Raises ArgumentError (a ValueError) for a bad argument or a
         taken address.
         """
         if public_ip is None:
@@ -336,7 +350,7 @@ class Network:
         else:
             public_ip = _check_ip("public_ip", public_ip)
             if self._taken(public_ip):
-                raise ValueError(f"public_ip: {public_ip} is already in use")
+                raise ArgumentError(f"public_ip: {public_ip} is already in use")
         nat = NAT(
             self, public_ip, mapping=mapping, filtering=filtering, timeout=timeout, hairpin=hairpin
         )
@@ -377,7 +391,7 @@ class Network:
 
     def step(self) -> bool:
         """Run the next event, advancing the clock to it; False if none is
-        scheduled. Raises RuntimeError from inside the loop."""
+        scheduled. Raises StateError (a RuntimeError) from inside the loop."""
         return self._loop(math.inf, None, 1, "step()") == 1
 
     def run(self, until: float | None = None, max_events: int | None = None) -> int:
@@ -387,15 +401,15 @@ class Network:
         periodic timers never let that happen: pass ``until``). Stops early
         after ``max_events`` events. Returns how many ran.
 
-        Raises ValueError if ``until`` is in the past, and RuntimeError when
+        Raises ArgumentError if ``until`` is in the past, and StateError when
         called from inside the loop (a datagram, timer or spawned callback):
         ``run*``, ``step`` and the blocking waits of drivers cannot nest. An
         exception raised by a callback propagates; the loop can be resumed.
         """
         if until is not None and until < self._now:
-            raise ValueError(f"until: {until!r} is before now ({self._now!r})")
+            raise ArgumentError(f"until: {until!r} is before now ({self._now!r})")
         if max_events is not None and max_events < 0:
-            raise ValueError(f"max_events: must be >= 0, got {max_events!r}")
+            raise ArgumentError(f"max_events: must be >= 0, got {max_events!r}")
         horizon = math.inf if until is None else until
         count = self._loop(horizon, None, -1 if max_events is None else max_events)
         heap = self._heap
@@ -406,7 +420,7 @@ class Network:
     def run_for(self, seconds: float, max_events: int | None = None) -> int:
         """``run(until=now + seconds)``: run ``seconds`` of virtual time."""
         if not seconds >= 0:
-            raise ValueError(f"seconds: must be >= 0, got {seconds!r}")
+            raise ArgumentError(f"seconds: must be >= 0, got {seconds!r}")
         return self.run(self._now + seconds, max_events)
 
     def run_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
@@ -429,7 +443,7 @@ class Network:
         """Run ``fn(*args)`` from the loop at virtual time ``when`` (now if
         it is in the past); cancellable through the returned handle."""
         call = ScheduledCall(max(when, self._now), fn, args)
-        self._schedule(call.when, call._fire, ())
+        self.schedule(call.when, call._fire)
         return call
 
     def call_later(self, delay: float, fn: Callable[..., object], *args: Any) -> ScheduledCall:
@@ -463,7 +477,7 @@ class Network:
         self, horizon: float, stop: Callable[[], bool] | None, limit: int, what: str = "run()"
     ) -> int:
         if self._running:
-            raise RuntimeError(_REENTRANT.format(what=what))
+            raise StateError(_REENTRANT.format(what=what))
         heap = self._heap
         pop = heapq.heappop
         count = 0
@@ -488,52 +502,83 @@ class Network:
             self._events += count
         return count
 
-    def _block(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """What the drivers' blocking waits run on (see SimDriver.wait)."""
+    # -- the driver side (what SimDriver calls; applications need none of it) --
+
+    def block_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """What the drivers' blocking waits run on: :meth:`run_until`, but
+        from inside the loop it only answers at once (``timeout`` <= 0) and
+        otherwise raises StateError (a RuntimeError), and without a
+        ``timeout`` it raises StateError when nothing is left scheduled (a
+        simulated deadlock) instead of returning False."""
         if self._running:
             if timeout is not None and timeout <= 0:
                 return predicate()
-            raise RuntimeError(_REENTRANT.format(what="a blocking wait()"))
+            raise StateError(_REENTRANT.format(what="a blocking wait()"))
         if self.run_until(predicate, timeout):
             return True
         if timeout is None:
-            raise RuntimeError(
+            raise StateError(
                 "simulated deadlock: waiting without a timeout, but nothing is scheduled "
                 "on the network any more, so it can never happen"
             )
         return False
 
-    def _schedule(self, when: float, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def schedule(self, when: float, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` from the loop at virtual time ``when`` (which
+        must not be in the past): the lean, uncancellable form of
+        :meth:`call_at` that drivers use for timers and spawned calls."""
         self._seq = seq = self._seq + 1
         heapq.heappush(self._heap, (when, seq, fn, args))
 
-    def _arm_timer(self, driver: SimDriver, deadline: float) -> None:
-        when = deadline if deadline > self._now else self._now
-        self._seq = seq = self._seq + 1
-        driver._timer_at = when
-        driver._timer_seq = seq
-        heapq.heappush(self._heap, (when, seq, driver._on_timer, (seq,)))
-
-    def _send(self, driver: SimDriver, out: Sequence[Datagram]) -> None:
-        """Route the datagrams ``driver``'s endpoint queued."""
+    def route(self, driver: SimDriver, out: Sequence[Datagram]) -> None:
+        """Send the ``(data, address, options)`` datagrams ``driver``'s
+        endpoint queued: through its host's NAT if it has one, then onto
+        the wire with their options."""
         now = self._now
-        src = driver._address
-        nat = driver._host._nat
+        src = driver.address
+        nat = driver.host.nat
         trace = self.trace
         self._sent += len(out)
-        for data, dst, _options in out:
+        for data, dst, options in out:
             if trace is not None:
-                trace(TraceEvent(now, "send", src, dst, data))
+                trace(TraceEvent(now, "send", src, dst, data, None, options))
             if nat is None:
-                self._transmit(None, dst, data, src)
-            elif dst[0] in nat._lan:
-                self._transmit(nat, dst, data, src)
-            elif dst[0] == nat._public_ip and not nat._hairpin:
+                self._transmit(None, dst, data, src, options)
+                continue
+            path = nat.egress(src, dst, now)
+            if path is None:
                 self._drop("no_route", src, dst, data)
             else:
-                self._transmit(None, dst, data, nat._outbound(src, dst, now))
+                self._transmit(path[0], dst, data, path[1], options)
 
-    def _transmit(self, realm: NAT | None, dst: tuple[str, int], data: bytes, src: Address) -> None:
+    def record_delivery(
+        self,
+        src: tuple[str, int],
+        dst: tuple[str, int],
+        data: bytes,
+        options: SendOptions | None = None,
+    ) -> None:
+        """Count (and trace) a datagram handed to the endpoint at ``dst``;
+        a driver calls it for the datagrams it kept before ``start()``."""
+        self._delivered += 1
+        if self.trace is not None:
+            self.trace(TraceEvent(self._now, "deliver", src, dst, data, None, options))
+
+    def record_timer(self, address: tuple[str, int]) -> None:
+        """Trace that the timer of the endpoint at ``address`` fired."""
+        if self.trace is not None:
+            self.trace(TraceEvent(self._now, "timer", address, address, b""))
+
+    # -- delivery ----------------------------------------------------------------
+
+    def _transmit(
+        self,
+        realm: NAT | None,
+        dst: tuple[str, int],
+        data: bytes,
+        src: Address,
+        options: SendOptions | None,
+    ) -> None:
         """Put one datagram on the wire of ``realm`` (None: public)."""
         rng = self._rng
         if self._loss and rng.random() < self._loss:
@@ -544,7 +589,7 @@ class Network:
             copies = 2
             self._duplicated += 1
         heap = self._heap
-        args = (realm, dst, data, src)
+        args = (realm, dst, data, src, options)
         deliver = self._deliver
         for _ in range(copies):
             when = self._now + self._latency
@@ -555,9 +600,19 @@ class Network:
             self._seq = seq = self._seq + 1
             heapq.heappush(heap, (when, seq, deliver, args))
 
-    def _deliver(self, realm: NAT | None, dst: tuple[str, int], data: bytes, src: Address) -> None:
-        """A datagram arrives at ``dst`` in ``realm``."""
+    def _deliver(
+        self,
+        realm: NAT | None,
+        dst: tuple[str, int],
+        data: bytes,
+        src: Address,
+        options: SendOptions | None,
+    ) -> None:
+        """A datagram arrives at ``dst`` in ``realm``; this is where it
+        crosses the destination's NAT, and where ``options`` (an IP TTL)
+        would act on it per hop."""
         ip = dst[0]
+        host: Host | None
         if realm is None:
             host = self._hosts.get(ip)
             if host is None:
@@ -565,25 +620,24 @@ class Network:
                 if nat is None:
                     self._drop("no_listener", src, dst, data)
                     return
-                internal = nat._inbound(src, dst[1], self._now)
-                if internal is None:
+                inside = nat.ingress(src, dst[1], self._now)
+                if inside is None:
                     self._drop("nat_filtered", src, dst, data)
                     return
-                host = nat._lan.get(internal[0])
-                dst = internal
+                host, dst = inside
         else:
-            host = realm._lan.get(ip)
-        driver = host._ports.get(dst[1]) if host is not None else None
+            host = realm.host_at(ip)
+        driver = host.driver_at(dst[1]) if host is not None else None
         if driver is None:
             self._drop("no_listener", src, dst, data)
             return
-        endpoint = driver._endpoint
+        endpoint = driver.endpoint
         if endpoint is None:
-            driver._backlog.append((data, src))
+            driver.enqueue(data, src, options)
             return
         self._delivered += 1
         if self.trace is not None:
-            self.trace(TraceEvent(self._now, "deliver", src, driver._address, data))
+            self.trace(TraceEvent(self._now, "deliver", src, driver.address, data, None, options))
         with driver.lock:
             endpoint.receive_datagram(data, src, self._now)
             driver.flush()
@@ -599,16 +653,6 @@ class Network:
             self._dropped_no_route += 1
         if self.trace is not None:
             self.trace(TraceEvent(self._now, "drop", src, dst, data, reason))
-
-    def _count_delivery(self, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> None:
-        self._delivered += 1
-        if self.trace is not None:
-            self.trace(TraceEvent(self._now, "deliver", src, dst, data))
-
-    def _trace_timer(self, driver: SimDriver) -> None:
-        if self.trace is not None:
-            address = driver._address
-            self.trace(TraceEvent(self._now, "timer", address, address, b""))
 
     def _taken(self, ip: str) -> bool:
         return ip in self._hosts or ip in self._nats
@@ -626,5 +670,5 @@ def _check_ip(name: str, ip: str) -> str:
     try:
         ipaddress.ip_address(ip)
     except ValueError:
-        raise ValueError(f"{name}: not an IP address: {ip!r}") from None
+        raise ArgumentError(f"{name}: not an IP address: {ip!r}") from None
     return ip
