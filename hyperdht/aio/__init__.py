@@ -14,13 +14,15 @@ iterators of the same response objects, and handlers may be ``async def``::
             print(response.node, response.peers)
 
 Cancelling a task that awaits a request or iterates a stream cancels that
-request or query, and nothing else.
+request or query, and nothing else. :func:`run_network` runs such a
+program on the simulator (:mod:`hyperdht.testing`) in virtual time.
 """
 
 from __future__ import annotations
 
 from .discovery import AsyncHyperDHT
 from .node import AsyncDHT, AsyncQueryHandler
+from .simulation import run_network
 from .stream import AsyncQueryStream, collect_stream, collect_values, discard_stream
 
 __all__ = [
@@ -31,4 +33,5 @@ __all__ = [
     "collect_stream",
     "collect_values",
     "discard_stream",
+    "run_network",
 ]
