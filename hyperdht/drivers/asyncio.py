@@ -18,7 +18,8 @@ The *waiting* half is for code outside the loop's thread: ``wait`` and
 the events are :mod:`threading` ones, so a blocking
 :class:`~hyperdht.dhtrpc.DHT` on this driver works from a worker thread
 (``await asyncio.to_thread(dht.ping, addr)``); called on the loop's own
-thread, ``wait`` raises StateError instead of freezing the loop. The
+thread, ``wait`` raises StateError instead of freezing the loop
+(:class:`LoopBackend` puts drivers on a loop of another thread). The
 asyncio API (:mod:`hyperdht.aio`) uses only the transport half and the
 lock, and awaits asyncio futures instead. ``spawn`` runs the callable in
 the loop's default executor.
@@ -58,9 +59,13 @@ if TYPE_CHECKING:
     from ..future import Future
     from ..ipencoding import Address
 
-__all__ = ["AsyncioDriver"]
+__all__ = ["AsyncioDriver", "LOOP_CALL_TIMEOUT", "LoopBackend"]
 
 log = logging.getLogger(__name__)
+
+#: How long ``start()``/``close()`` called from another thread wait for the
+#: loop to attach or detach the socket (only a stuck loop takes that long).
+LOOP_CALL_TIMEOUT = 10.0
 
 
 def _running_loop() -> asyncio.AbstractEventLoop:
@@ -70,6 +75,46 @@ def _running_loop() -> asyncio.AbstractEventLoop:
         raise StateError(
             "backend='asyncio' needs a running event loop: create the node inside a coroutine"
         ) from None
+
+
+class LoopBackend:
+    """A :class:`~hyperdht.drivers.base.Backend` whose drivers run on
+    ``loop``, which may run in another thread: the blocking API then works
+    from any other thread. :meth:`in_thread` starts such a loop (the
+    commands run ``--backend asyncio`` so)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def in_thread(cls, name: str = "hyperdht-asyncio") -> LoopBackend:
+        """A backend on a new event loop running in a daemon thread
+        ``name`` until :meth:`stop`."""
+        loop = asyncio.new_event_loop()
+        backend = cls(loop)
+        started = threading.Event()
+        loop.call_soon(started.set)
+        thread = backend._thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+        thread.start()
+        started.wait()
+        return backend
+
+    def create_driver(
+        self, *, host: str, port: int, ipv6: bool, socket: SocketLike | None
+    ) -> AsyncioDriver:
+        """An :class:`AsyncioDriver` on :attr:`loop`."""
+        return AsyncioDriver(host=host, port=port, ipv6=ipv6, socket=socket, loop=self.loop)
+
+    def stop(self) -> None:
+        """Stop and close the loop started by :meth:`in_thread` (close its
+        nodes first); a no-op for a loop given to the constructor."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        thread.join()
+        self.loop.close()
 
 
 class AsyncioDriver(Driver):
@@ -125,7 +170,6 @@ class AsyncioDriver(Driver):
         self._timer_at: float | None = None
         self._closing = False
         self._reading = False
-        self._loop_thread = threading.get_ident()
         self._waiters: set[threading.Event] = set()
         self._spawned: set[asyncio.Future[Any]] = set()
 
@@ -158,7 +202,7 @@ class AsyncioDriver(Driver):
     def start(self, endpoint: Endpoint) -> None:
         """Watch the socket and arm the timer for ``endpoint``, then flush
         what it queued before. Raises ClosedError after ``close()`` and
-        StateError when already started; call it on the loop's thread."""
+        StateError when already started."""
         with self.lock:
             if self._closing:
                 raise ClosedError("driver is closed")
@@ -169,9 +213,9 @@ class AsyncioDriver(Driver):
                 self._saved_timeout = sock.gettimeout()
             sock.setblocking(False)
             self._endpoint = endpoint
-            self._loop.add_reader(sock.fileno(), self._on_readable, endpoint)
             self._reading = True
-            self.flush()
+        self._in_loop(self._loop.add_reader, sock.fileno(), self._on_readable, endpoint)
+        self.flush()
 
     def send_datagrams(self, datagrams: Sequence[Datagram]) -> None:
         """Send on the socket with per-datagram options; failures (a full
@@ -196,7 +240,7 @@ class AsyncioDriver(Driver):
             at = self._timer_at
             if at is not None and at <= deadline:
                 return
-            if threading.get_ident() == self._loop_thread:
+            if self._on_loop():
                 self._arm(deadline)
             else:
                 self._timer_at = deadline
@@ -206,28 +250,59 @@ class AsyncioDriver(Driver):
         """Stop watching the socket, cancel the timer and spawned work,
         release every blocked :meth:`wait`, then close the socket if the
         driver created it, or restore the caller's socket timeout.
-        Idempotent; call it on the loop's thread."""
+        Idempotent; from another thread it returns once the loop has let
+        go of the socket."""
         with self.lock:
             if self._closing:
                 return
             self._closing = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
             waiters = list(self._waiters)
-            spawned = list(self._spawned)
-        for fut in spawned:
-            fut.cancel()
         for event in waiters:
             event.set()
-        if self._reading and not self._loop.is_closed():
-            self._loop.remove_reader(self._sock.fileno())
-        self._reading = False
+        self._in_loop(self._detach)
         if self._owned:
             self._sock.close()
         elif self._endpoint is not None and hasattr(self._sock, "settimeout"):
             with contextlib.suppress(OSError):  # the caller closed it meanwhile
                 self._sock.settimeout(self._saved_timeout)
+
+    def _detach(self) -> None:
+        # On the loop's thread: nothing of the driver stays on the loop.
+        with self.lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            spawned = list(self._spawned)
+            reading, self._reading = self._reading, False
+        for fut in spawned:
+            fut.cancel()
+        if reading and not self._loop.is_closed():
+            self._loop.remove_reader(self._sock.fileno())
+
+    def _on_loop(self) -> bool:
+        """Whether the caller runs on the driver's event loop."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _in_loop(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop's thread and return when it has
+        run (at once on that thread, or when the loop is not running)."""
+        if self._on_loop() or not self._loop.is_running():
+            fn(*args)
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn(*args)
+            finally:
+                done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        if not done.wait(LOOP_CALL_TIMEOUT):
+            log.warning("event loop of %s did not run %r in time", self._address, fn)
 
     # -- waiting (for threads other than the loop's) ---------------------------
 
@@ -238,7 +313,7 @@ class AsyncioDriver(Driver):
         :mod:`hyperdht.aio` there."""
         if future.done():
             return True
-        if threading.get_ident() == self._loop_thread:
+        if self._on_loop():
             raise StateError(
                 "cannot block the event loop waiting for the DHT: use hyperdht.aio "
                 "(AsyncDHT / AsyncHyperDHT), or call the blocking API from a worker thread"
@@ -267,7 +342,7 @@ class AsyncioDriver(Driver):
             if self._closing:
                 log.debug("spawn(%r) after close() ignored", fn)
                 return
-            if threading.get_ident() != self._loop_thread:
+            if not self._on_loop():
                 self._loop.call_soon_threadsafe(self.spawn, fn, *args)
                 return
             fut = self._loop.run_in_executor(None, self._run_spawned, fn, args)

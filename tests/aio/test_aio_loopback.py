@@ -16,7 +16,7 @@ import pytest
 from hyperdht import messages
 from hyperdht.aio import AsyncDHT, collect_stream, collect_values
 from hyperdht.dhtrpc import DHT
-from hyperdht.drivers.asyncio import AsyncioDriver
+from hyperdht.drivers.asyncio import AsyncioDriver, LoopBackend
 from hyperdht.errors import (
     ArgumentError,
     ClosedError,
@@ -306,3 +306,19 @@ async def test_the_blocking_dht_on_the_asyncio_driver_works_from_a_worker_thread
             assert seen == client.address
         finally:
             client.close()
+
+
+def test_blocking_nodes_on_a_loop_in_its_own_thread() -> None:
+    backend = LoopBackend.in_thread("test-loop")
+    try:
+        with DHT(host=LOCAL, backend=backend) as a, DHT(host=LOCAL, backend=backend) as b:
+            b.on_query("echo", lambda node, q: q.value)
+            assert a.ping(b.address) == a.address
+            values = [r.value for r in a.query("echo", bytes(32), b"hi", nodes=[b.address])]
+            assert values == [b"hi"]
+            sock = b.driver.socket  # type: ignore[attr-defined]
+        assert sock.fileno() == -1
+    finally:
+        backend.stop()
+    assert "test-loop" not in {t.name for t in threading.enumerate()}
+    assert backend.loop.is_closed()
