@@ -288,6 +288,8 @@ class AsyncDHT:
     async def _answer(self, value: Awaitable[bytes | None], query: IncomingQuery) -> None:
         try:
             result = await value
+            if inspect.isawaitable(result):  # an async handler run in the executor
+                result = await result
         except Exception:
             log.debug("handler for %s raised", query.command, exc_info=True)
             self.stats.handler_errors += 1
