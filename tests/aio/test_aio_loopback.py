@@ -322,3 +322,20 @@ def test_blocking_nodes_on_a_loop_in_its_own_thread() -> None:
         backend.stop()
     assert "test-loop" not in {t.name for t in threading.enumerate()}
     assert backend.loop.is_closed()
+
+
+async def test_caller_socket_is_used_released_from_the_loop_and_not_closed(make: Maker) -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOCAL, 0))
+    sock.settimeout(3.0)
+    try:
+        other = make()
+        node = make(socket=sock)
+        assert node.address.port == sock.getsockname()[1]
+        assert await bounded(other.ping(node.address)) == other.address
+        await node.close()
+        assert sock.fileno() != -1 and sock.gettimeout() == 3.0
+        assert loop.remove_reader(sock.fileno()) is False  # the driver let go of it
+    finally:
+        sock.close()
