@@ -31,7 +31,7 @@ async def bounded(aw: Awaitable[T]) -> T:
 
 def silent_socket() -> socket.socket:
     """A bound UDP socket on loopback that never answers (non-blocking, to
-    be read with ``loop.sock_recvfrom``)."""
+    be read with ``loop.sock_recv``)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((LOCAL, 0))
     sock.setblocking(False)

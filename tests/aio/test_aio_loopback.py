@@ -134,10 +134,10 @@ async def test_cancelling_a_ping_cancels_that_request_only(make: Maker) -> None:
         node, other = make(timeout=60.0), make()
         far = silent.getsockname()
         task = asyncio.ensure_future(node.ping(far))
-        data, _ = await bounded(loop.sock_recvfrom(silent, 2048))  # the request is out
+        data = await bounded(loop.sock_recv(silent, 2048))  # the request is out
         assert messages.decode_request(data[2:]).command == "_ping"
         kept = asyncio.ensure_future(node.ping(far))
-        await bounded(loop.sock_recvfrom(silent, 2048))
+        await bounded(loop.sock_recv(silent, 2048))
         assert node.core.requests_in_flight == 2
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -161,9 +161,18 @@ async def test_cancelling_a_task_iterating_a_query_destroys_that_query_only(make
         to = [silent.getsockname()]
         first, second = node.query("q", bytes(32), nodes=to), node.query("q", bytes(32), nodes=to)
 
-        t1, t2 = asyncio.ensure_future(_drain(first)), asyncio.ensure_future(_drain(second))
-        await bounded(loop.sock_recvfrom(silent, 2048))
-        await bounded(loop.sock_recvfrom(silent, 2048))
+        waiting = [asyncio.Event(), asyncio.Event()]
+
+        async def drain(stream: Any, started: asyncio.Event) -> list[Any]:
+            started.set()  # the next line awaits the first result
+            return [r async for r in stream]
+
+        t1 = asyncio.ensure_future(drain(first, waiting[0]))
+        t2 = asyncio.ensure_future(drain(second, waiting[1]))
+        await bounded(loop.sock_recv(silent, 2048))
+        await bounded(loop.sock_recv(silent, 2048))
+        for started in waiting:
+            await bounded(started.wait())
         t1.cancel()
         with pytest.raises(asyncio.CancelledError):
             await t1
@@ -212,8 +221,8 @@ async def test_close_ends_streams_and_requests_and_leaves_nothing(make: Maker) -
         await bounded(entered.wait())  # a handler task is pending on the node
         stream = node.query("q", bytes(32), nodes=[silent.getsockname()])
         ping = asyncio.ensure_future(node.ping(silent.getsockname()))
-        await bounded(loop.sock_recvfrom(silent, 2048))
-        await bounded(loop.sock_recvfrom(silent, 2048))
+        await bounded(loop.sock_recv(silent, 2048))
+        await bounded(loop.sock_recv(silent, 2048))
         sock = node.driver.socket
         before = asyncio.all_tasks()
         await node.close()
