@@ -24,8 +24,10 @@ asyncio API (:mod:`hyperdht.aio`) uses only the transport half and the
 lock, and awaits asyncio futures instead. ``spawn`` runs the callable in
 the loop's default executor.
 
-Create it on the loop's thread (with a running loop, or pass ``loop=``).
-A caller-supplied ``socket=`` (with ``fileno()`` and ``setblocking()``) is
+Create it in a coroutine (it takes the running loop), or pass ``loop=``
+(from any thread: ``start()`` and ``close()`` then hand the socket to and
+from the loop and wait until it has taken or let go of it). A
+caller-supplied ``socket=`` (with ``fileno()`` and ``setblocking()``) is
 put in non-blocking mode while the driver runs, its own ``recvfrom`` is
 called (so a wrapper's filtering stays), its timeout is restored by
 ``close()``, and it is never closed.
