@@ -11,12 +11,20 @@ random ids), so a ``_find_node`` answer lists 20 nodes (about 830 bytes).
 Each round lasts ``--seconds`` or ``--max-requests`` answers, whichever
 comes first; the median answered/s over the rounds is printed per command.
 
-Run: ``python benchmarks/bench_rpc.py [--backend thread|gevent] [--quick]``.
+``--backend`` takes a comma-separated list (``thread,asyncio``): each
+backend gets its own node process and the rounds alternate between them,
+so the figures side by side share the machine's noise; each line then
+also shows the ratio to the first backend. ``asyncio`` runs the node as
+:class:`hyperdht.aio.AsyncDHT` on the default event loop, ``uvloop`` the
+same on uvloop.
+
+Run: ``python benchmarks/bench_rpc.py [--backend thread,gevent,asyncio,uvloop] [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing
 import os
 import random
@@ -33,26 +41,61 @@ HOST = "127.0.0.1"
 LOST_AFTER = 1.0
 
 
+BACKENDS = ("thread", "gevent", "asyncio", "uvloop")
+
+
+def report(stats: Any, cpu_start: float) -> dict[str, Any]:
+    """What the node tells the parent: its counters and the CPU seconds it
+    used since it started listening (less sensitive to a loaded machine
+    than the rates)."""
+    return {
+        "served": dict(stats.requests_served),
+        "drops": dict(stats.drops),
+        "cpu": time.process_time() - cpu_start,
+    }
+
+
+async def serve_async(conn: Any) -> None:
+    """Child process, asyncio: the node on the running loop until the
+    parent says stop."""
+    from hyperdht.aio import AsyncDHT
+
+    async with AsyncDHT(host=HOST) as node:
+        cpu_start = time.process_time()
+        conn.send(node.address.port)
+        loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+        loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+        await readable
+        loop.remove_reader(conn.fileno())
+        conn.recv()
+        conn.send(report(node.stats, cpu_start))
+
+
 def serve(backend: str, conn: Any) -> None:
     """Child process: run one node until the parent says stop, then report
     its counters."""
+    if backend == "asyncio":
+        asyncio.run(serve_async(conn))
+        return
+    if backend == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+        loop.run_until_complete(serve_async(conn))
+        loop.close()
+        return
     from hyperdht.dhtrpc import DHT
 
     node = DHT(host=HOST, backend=backend)
+    cpu_start = time.process_time()
     conn.send(node.address.port)
     if backend == "gevent":
         from gevent.socket import wait_read
 
         wait_read(conn.fileno())  # lets the node's greenlets run meanwhile
     conn.recv()
-    stats = node.stats
-    conn.send(
-        {
-            "served": dict(stats.requests_served),
-            "drops": dict(stats.drops),
-            "in": stats.datagrams_in,
-        }
-    )
+    conn.send(report(node.stats, cpu_start))
     node.close()
 
 
@@ -165,9 +208,34 @@ PAYLOADS = {
 }
 
 
+class Server:
+    """One backend's node in a child process, and a client aimed at it."""
+
+    def __init__(self, backend: str, sockets: int, window: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.backend = backend
+        self.parent, child = ctx.Pipe()
+        self.process = ctx.Process(target=serve, args=(backend, child), daemon=True)
+        self.process.start()
+        if not self.parent.poll(30):
+            self.process.kill()
+            raise SystemExit(f"the {backend} node did not start")
+        self.client = Client((HOST, self.parent.recv()), sockets, window)
+        self.client.teach(200)
+
+    def stop(self) -> dict[str, Any] | None:
+        self.client.close()
+        self.parent.send("stop")
+        report = self.parent.recv() if self.parent.poll(30) else None
+        self.process.join(30)
+        return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=("thread", "gevent"), default="thread")
+    parser.add_argument(
+        "--backend", default="thread", help=f"comma-separated, of {', '.join(BACKENDS)} (thread)"
+    )
     parser.add_argument("--seconds", type=float, default=2.0, help="length of a round (2)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per command (5)")
     parser.add_argument("--sockets", type=int, default=4, help="client sockets (4)")
@@ -182,43 +250,51 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.rounds = 0.3, 1
     if args.seconds <= 0 or args.rounds < 1 or args.sockets < 1 or args.window < 1:
         parser.error("--seconds, --rounds, --sockets and --window must be positive")
+    backends = args.backend.split(",")
+    for name in backends:
+        if name not in BACKENDS:
+            parser.error(f"--backend: {name!r} is not one of {', '.join(BACKENDS)}")
     commands = ["_ping", "_find_node"] if args.command == "both" else [args.command]
 
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=serve, args=(args.backend, child), daemon=True)
-    server.start()
-    if not parent.poll(30):
-        print("the node did not start", file=sys.stderr)
-        server.kill()
-        return 1
-    port = parent.recv()
-    client = Client((HOST, port), args.sockets, args.window)
+    servers: list[Server] = []
+    reports: dict[str, Any] = {}
     try:
-        client.teach(200)
+        for name in backends:
+            servers.append(Server(name, args.sockets, args.window))
         print(
             f"backend {args.backend}, {args.sockets} sockets x {args.window} in flight, "
             f"{args.rounds} round(s) of {args.seconds:g} s"
         )
         for command in commands:
-            rates = []
-            lost = 0
+            rates: dict[str, list[float]] = {s.backend: [] for s in servers}
+            lost = dict.fromkeys(rates, 0)
             for _ in range(args.rounds):
-                rate, n_lost = client.round(PAYLOADS[command], args.seconds, args.max_requests)
-                rates.append(rate)
-                lost += n_lost
-            shown = ", ".join(f"{r:,.0f}" for r in rates)
-            print(
-                f"{command:<11} median {statistics.median(rates):>9,.0f} answered/s"
-                f"  (rounds: {shown}; lost {lost})"
-            )
+                for server in servers:  # alternate: the backends share the noise
+                    rate, n_lost = server.client.round(
+                        PAYLOADS[command], args.seconds, args.max_requests
+                    )
+                    rates[server.backend].append(rate)
+                    lost[server.backend] += n_lost
+            first = statistics.median(rates[backends[0]])
+            for name, values in rates.items():
+                median = statistics.median(values)
+                shown = ", ".join(f"{r:,.0f}" for r in values)
+                ratio = f"  {median / first:.2f}x {backends[0]}" if len(backends) > 1 else ""
+                print(
+                    f"{command:<11} {name:<8} median {median:>9,.0f} answered/s{ratio}"
+                    f"  (rounds: {shown}; lost {lost[name]})"
+                )
     finally:
-        client.close()
-        parent.send("stop")
-        report = parent.recv() if parent.poll(30) else None
-        server.join(30)
-    if report is not None:
-        print(f"node served {report['served']}, drops {report['drops'] or 'none'}")
+        for server in servers:
+            reports[server.backend] = server.stop()
+    for name, report in reports.items():
+        if report is not None:
+            served = sum(report["served"].values())
+            per = report["cpu"] / served * 1e6 if served else float("nan")
+            print(
+                f"{name} node served {report['served']}, drops {report['drops'] or 'none'}, "
+                f"{per:.1f} us of CPU per request"
+            )
     return 0
 
 

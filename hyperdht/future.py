@@ -38,12 +38,13 @@ class Future(Generic[T]):
     holds its lock, and waiting goes through the driver.
     """
 
-    __slots__ = ("_callbacks", "_exception", "_result")
+    __slots__ = ("_callbacks", "_canceller", "_exception", "_result")
 
     def __init__(self) -> None:
         self._result: object = _PENDING
         self._exception: BaseException | None = None
         self._callbacks: list[Callable[[Future[T]], None]] | None = []
+        self._canceller: Callable[[], None] | None = None
 
     def done(self) -> bool:
         """True once a result or an exception is set."""
@@ -72,6 +73,22 @@ class Future(Generic[T]):
         else:
             self._callbacks.append(fn)
 
+    def set_canceller(self, fn: Callable[[], None] | None) -> None:
+        """Have :meth:`cancel` call ``fn()``: the producer's way to withdraw
+        the work behind this future (and resolve it, typically with
+        :class:`~hyperdht.errors.RequestCancelled`)."""
+        self._canceller = fn
+
+    def cancel(self) -> bool:
+        """Withdraw the work behind a pending future through its canceller;
+        True if one ran, False when the future is done or has none."""
+        fn = self._canceller
+        if self._callbacks is None or fn is None:
+            return False
+        self._canceller = None
+        fn()
+        return True
+
     def set_result(self, result: T) -> None:
         """Resolve with ``result``; raises :class:`InvalidStateError` if done."""
         self._finish(result, None)
@@ -87,6 +104,7 @@ class Future(Generic[T]):
         self._result = result
         self._exception = exc
         self._callbacks = None
+        self._canceller = None
         for fn in callbacks:
             fn(self)
 

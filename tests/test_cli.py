@@ -391,7 +391,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
         (["-p", "70000"], "port must be 0-65535"),
         (["-p", "x"], "not a port number"),
         (["--concurrency", "0"], "must be at least 1"),
-        (["--backend", "asyncio"], "invalid choice"),
+        (["--backend", "trio"], "invalid choice"),
         (["-a", KEY, "-q", KEY, "-b", HOST], "--announce and --query cannot be used together"),
         (["-q", KEY], "--query needs --bootstrap"),
         (["--json"], "--json only applies to --query"),

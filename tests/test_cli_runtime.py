@@ -82,7 +82,7 @@ def test_parse_key_and_bootstrap() -> None:
         ('{"n": true}', "'n' must be an integer, got True"),
         ('{"p": 65536}', "'p' must be 0-65535, got 65536"),
         ('{"c": 0}', "'c' must be at least 1, got 0"),
-        ('{"b": "asyncio"}', "'b' must be one of ('thread', 'gevent'), got 'asyncio'"),
+        ('{"b": "trio"}', "'b' must be one of ('thread', 'gevent', 'asyncio'), got 'trio'"),
         ('{"s": [1]}', "'s' must be a string or a list of strings, got [1]"),
         ('{"x": 1}', "unknown key 'x' (known: b, c, n, p, s)"),
     ],

@@ -140,4 +140,4 @@ def test_nat_socket_factory() -> None:
     with nat_socket("gevent") as sock:  # one class serves both drivers
         assert isinstance(sock, NATSocket)
     with pytest.raises(ValueError):
-        nat_socket("asyncio")
+        nat_socket("trio")

@@ -35,7 +35,7 @@ def driver_threads() -> list[str]:
         ({"bootstrap": ["127.0.0.1:http"]}, "bootstrap"),
         ({"nodes": [Node(b"x" * 31, Address("127.0.0.1", 5))]}, "nodes"),
         ({"nodes": [(b"x" * 32, "no port")]}, "nodes"),
-        ({"backend": "asyncio"}, "backend"),
+        ({"backend": "trio"}, "backend"),
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs: dict[str, Any], named: str) -> None:

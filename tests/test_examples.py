@@ -97,10 +97,10 @@ def servers() -> Iterator[list[Server]]:
         s.kill()
 
 
-def client(bootstrap: str, key: str) -> subprocess.CompletedProcess[str]:
+def client(bootstrap: str, key: str, script: str = "client.py") -> subprocess.CompletedProcess[str]:
     args = ["--bootstrap", bootstrap, "--key", key, "--host", HOST]
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / "client.py"), *args],
+        [sys.executable, str(EXAMPLES / script), *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -108,10 +108,19 @@ def client(bootstrap: str, key: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: (server, client) pairs: the blocking client with each blocking server,
+#: and the asyncio pair together.
+PAIRS = [
+    ("server.py", "client.py"),
+    ("gevent_server.py", "client.py"),
+    ("asyncio_server.py", "asyncio_client.py"),
+]
+
+
 @pytest.mark.parametrize("nat", [False, True], ids=["direct", "behind-nat"])
-@pytest.mark.parametrize("script", ["server.py", "gevent_server.py"])
+@pytest.mark.parametrize(("script", "client_script"), PAIRS, ids=[p[0] for p in PAIRS])
 def test_client_talks_to_server(
-    bootstrap: str, servers: list[Server], script: str, nat: bool
+    bootstrap: str, servers: list[Server], script: str, client_script: str, nat: bool
 ) -> None:
     if script == "gevent_server.py" and not HAVE_GEVENT and not IN_CI:
         pytest.skip("gevent is not installed")
@@ -122,7 +131,7 @@ def test_client_talks_to_server(
     servers.append(server)
     port = int(server.expect(rf"^announced {key} on port (\d+)$").group(1))
 
-    result = client(bootstrap, key)
+    result = client(bootstrap, key, client_script)
     assert result.returncode == 0, result
     out = result.stdout
     assert f"found 1 peer(s) for {key[:16]}..." in out
@@ -139,8 +148,9 @@ def test_client_talks_to_server(
     assert server.popen.wait(DEADLINE) == 0
 
 
-def test_client_without_server_exits_1(bootstrap: str) -> None:
-    result = client(bootstrap, "ef" * 32)
+@pytest.mark.parametrize("script", ["client.py", "asyncio_client.py"])
+def test_client_without_server_exits_1(bootstrap: str, script: str) -> None:
+    result = client(bootstrap, "ef" * 32, script)
     assert result.returncode == 1, result
     assert "found 0 peer(s)" in result.stdout
     assert "no peer could be reached" in result.stdout

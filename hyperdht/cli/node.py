@@ -119,7 +119,7 @@ def build_parser() -> OneLineParser:
         PROG,
         "Run a hyperdht node: a bootstrap/relay node (no action), an announcer "
         "(--announce) or a lookup (--query).",
-        usage="%(prog)s [options]\n       %(prog)s demo [--backend {thread,gevent}]",
+        usage="%(prog)s [options]\n       %(prog)s demo [--backend {thread,gevent,asyncio}]",
         epilog=(
             "commands:\n"
             "  demo   start a small network on 127.0.0.1 and show hole punching\n"

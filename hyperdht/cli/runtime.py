@@ -58,9 +58,30 @@ def require_backend(backend: str) -> None:
             ) from None
 
 
+_loop_backend: Any = None
+
+
+def _backend(name: Any) -> Any:
+    """What ``backend=`` gets for ``--backend NAME``. For ``asyncio`` that is
+    one event loop in a thread of its own, shared by every node of the
+    process: the command's blocking code then runs unchanged on the
+    asyncio driver (its waits are threading events, its spawns the loop's
+    executor)."""
+    global _loop_backend
+    if name != "asyncio":
+        return name
+    if _loop_backend is None:
+        from ..drivers.asyncio import LoopBackend
+
+        _loop_backend = LoopBackend.in_thread()
+    return _loop_backend
+
+
 def open_node(**options: Any) -> HyperDHT:
     """``HyperDHT(**options)``. Raises UsageError for values the node refuses,
     CommandError when its socket cannot be bound or its backend imported."""
+    if "backend" in options:
+        options["backend"] = _backend(options["backend"])
     try:
         return HyperDHT(**options)
     except ValueError as exc:

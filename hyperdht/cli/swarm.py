@@ -11,8 +11,9 @@ node and prints a summary (startup time, announces, routing tables,
 traffic, peak memory).
 
 With ``--backend gevent`` every node is two greenlets and a socket, which
-holds thousands of nodes; with threads each node costs two threads and a
-few descriptors.
+holds thousands of nodes; with ``--backend asyncio`` every node is a socket
+watched by one shared event loop (in a thread of its own); with threads
+each node costs two threads and a few descriptors.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ READY_TIMEOUT = 15.0
 CHECK_LOOKUPS = 10
 #: File descriptors per node (socket; the thread driver adds a wake-up pair
 #: and a selector), for raising the process limit.
-FDS_PER_NODE = {"thread": 4, "gevent": 1}
+FDS_PER_NODE = {"thread": 4, "gevent": 1, "asyncio": 1}
 
 
 def build_parser() -> OneLineParser:

@@ -34,7 +34,7 @@ from typing import Any
 from .. import messages
 from ..arguments import check_command, check_id, check_positive_int, check_positive_number
 from ..datagram import Datagram
-from ..errors import ArgumentError, ClosedError, DecodeError, HyperDHTError
+from ..errors import ArgumentError, ClosedError, DecodeError, HyperDHTError, RequestCancelled
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node, node_codec, peer_codec
 from ..kbucket import KBucket
@@ -97,13 +97,19 @@ class RoutingNode:
         return f"RoutingNode({self.id.hex()[:12]}…, {self.address.host}:{self.address.port})"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Queued:
     request: messages.RpcRequest
     address: Address
     callback: ResponseCallback
     any_source: bool
     now: float
+    #: Set once the request leaves the queue (what cancelling it then cancels).
+    pending: PendingRequest | None = None
+
+
+def _nothing() -> None:
+    """The canceller of a request that already completed."""
 
 
 class DHTCore:
@@ -305,7 +311,9 @@ class DHTCore:
             except DecodeError:
                 fut.set_exception(HyperDHTError("Invalid pong"))
 
-        self.request(messages.RpcRequest(command="_ping", id=self._query_id), addr, done, now)
+        fut.set_canceller(
+            self.request(messages.RpcRequest(command="_ping", id=self._query_id), addr, done, now)
+        )
         return fut
 
     def holepunch(self, peer: Address, referrer: Address, *, now: float) -> Future[Address]:
@@ -327,7 +335,7 @@ class DHTCore:
             else:
                 fut.set_result(src)
 
-        self.request(request, referrer, done, now, any_source=True)
+        fut.set_canceller(self.request(request, referrer, done, now, any_source=True))
         return fut
 
     def query(
@@ -426,17 +434,31 @@ class DHTCore:
         now: float,
         *,
         any_source: bool = False,
-    ) -> None:
+    ) -> Callable[[], None]:
         """Send ``request`` at ``now`` respecting the concurrency cap;
         ``callback(err, response, address, now)`` runs once when it
-        completes, with the time of the call that completed it."""
+        completes, with the time of the call that completed it.
+
+        Returns a canceller: calling it withdraws the request (queued or in
+        flight; nothing once it completed), and ``callback`` gets
+        :class:`~hyperdht.errors.RequestCancelled`."""
         if self.closed:
             callback(ClosedError("node is closed"), None, addr, now)
-            return
+            return _nothing
         if self.udp.inflight >= self.concurrency or self._queue:
-            self._queue.append(_Queued(request, addr, callback, any_source, now))
-            return
-        self._send_request(request, addr, callback, any_source, now)
+            queued = _Queued(request, addr, callback, any_source, now)
+            self._queue.append(queued)
+
+            def cancel() -> None:
+                if queued.pending is not None:
+                    self.udp.cancel(queued.pending)
+                elif queued in self._queue:
+                    self._queue.remove(queued)
+                    callback(RequestCancelled(), None, addr, now)
+
+            return cancel
+        pending = self._send_request(request, addr, callback, any_source, now)
+        return lambda: self.udp.cancel(pending)
 
     def _send_request(
         self,
@@ -445,7 +467,7 @@ class DHTCore:
         callback: ResponseCallback,
         any_source: bool,
         now: float,
-    ) -> None:
+    ) -> PendingRequest:
         pending = self.udp.request(
             messages.encode_request(request), addr, now, any_source=any_source
         )
@@ -454,6 +476,7 @@ class DHTCore:
             self._on_request_done(req, callback)  # type: ignore[arg-type]
 
         pending.add_done_callback(done)
+        return pending
 
     def _on_request_done(self, req: PendingRequest, callback: ResponseCallback) -> None:
         now = req.completed_at
@@ -484,7 +507,7 @@ class DHTCore:
         queue = self._queue
         while queue and self.udp.inflight < self.concurrency and not self.closed:
             q = queue.popleft()
-            self._send_request(q.request, q.address, q.callback, q.any_source, now)
+            q.pending = self._send_request(q.request, q.address, q.callback, q.any_source, now)
 
     # -- incoming requests -------------------------------------------------
 

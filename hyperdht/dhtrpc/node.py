@@ -179,6 +179,13 @@ class DHT:
         """The driver running the core."""
         return self._driver
 
+    @property
+    def bootstrap_query(self) -> Query | None:
+        """The initial background bootstrap that :meth:`ready` waits for
+        (None when there was none), for another waiting model such as
+        :mod:`hyperdht.aio`."""
+        return self._ready
+
     # -- helpers -----------------------------------------------------------
 
     def _check_open(self) -> None:

@@ -113,8 +113,9 @@ class QueryHost(Protocol):
         now: float,
         *,
         any_source: bool = False,
-    ) -> None:
-        """Send ``request`` (respecting the concurrency cap)."""
+    ) -> Callable[[], None]:
+        """Send ``request`` (respecting the concurrency cap); returns a
+        canceller (the query does not use it)."""
 
     def holepunch_request(self, peer: Address) -> messages.RpcRequest:
         """The ping to send to a referrer for it to forward to ``peer``."""

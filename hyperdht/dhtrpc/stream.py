@@ -49,6 +49,12 @@ class QueryStream(Generic[T]):
             self._event.wait(None)
 
     @property
+    def query(self) -> Query:
+        """The core's query this stream reads (another waiting model, such
+        as :mod:`hyperdht.aio`, streams it its own way)."""
+        return self._query
+
+    @property
     def done(self) -> bool:
         """True once the query has ended (results may still be buffered)."""
         return self._query.done

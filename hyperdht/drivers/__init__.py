@@ -1,13 +1,15 @@
 """Drivers: what runs a sans-I/O core on a real (or simulated) socket.
 
-``backend="thread"`` (default) and ``backend="gevent"`` are the built-in
-ones, listed once in :data:`DRIVER_CLASSES`; any object with
+``backend="thread"`` (default), ``backend="gevent"`` and
+``backend="asyncio"`` (for :mod:`hyperdht.aio`) are the built-in ones,
+listed once in :data:`DRIVER_CLASSES`; any object with
 ``create_driver(...)`` (see :class:`hyperdht.drivers.base.Backend`) works
 too, such as a host of :class:`hyperdht.testing.Network`.
 
 The modules: :mod:`~hyperdht.drivers.base` (the contract: transport and
 waiting), :mod:`~hyperdht.drivers.socket` (what the socket drivers share),
-:mod:`~hyperdht.drivers.thread` and :mod:`~hyperdht.drivers.gevent`.
+:mod:`~hyperdht.drivers.thread`, :mod:`~hyperdht.drivers.gevent` and
+:mod:`~hyperdht.drivers.asyncio`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ DRIVER_CLASSES: Mapping[str, str] = MappingProxyType(
     {
         "thread": "hyperdht.drivers.thread:ThreadDriver",
         "gevent": "hyperdht.drivers.gevent:GeventDriver",
+        "asyncio": "hyperdht.drivers.asyncio:AsyncioDriver",
     }
 )
 
