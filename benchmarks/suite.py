@@ -67,13 +67,14 @@ class SuiteError(Exception):
 def reference_node_modules() -> Path | None:
     """Where the Node.js reference packages are, or None.
 
-    ``$HYPERDHT_NODE_MODULES`` first, then ``reference/node_modules``, then
-    ``tests/interop/node_modules`` (both relative to the repository root); a
-    candidate counts when it holds ``hyperdht`` and ``dht-rpc``.
+    ``$HYPERDHT_NODE_MODULES`` first, then ``reference/node_modules`` (the
+    repository's one reference tree, the same rule as
+    ``tests/node_reference.py`` and ``reference/lookup.js``); a candidate
+    counts when it holds ``hyperdht`` and ``dht-rpc``.
     """
     env = os.environ.get("HYPERDHT_NODE_MODULES")
     candidates = [Path(env)] if env else []
-    candidates += [ROOT / "reference" / "node_modules", ROOT / "tests" / "interop" / "node_modules"]
+    candidates.append(ROOT / "reference" / "node_modules")
     for path in candidates:
         if (path / "hyperdht" / "package.json").is_file() and (
             path / "dht-rpc" / "package.json"
@@ -572,8 +573,7 @@ def run(args: argparse.Namespace) -> int:
         reason = (
             "node not found"
             if not shutil.which("node")
-            else "no reference tree (set HYPERDHT_NODE_MODULES, or run "
-            "npm ci --prefix tests/interop --no-audit --no-fund)"
+            else "no reference tree (set HYPERDHT_NODE_MODULES, or run npm ci --prefix reference)"
         )
         if os.environ.get("CI", "").lower() == "true":
             log.error("the Node.js reference is required under CI=true: %s", reason)

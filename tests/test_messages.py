@@ -20,6 +20,7 @@ import pytest
 from google.protobuf.internal import api_implementation  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from node_reference import missing_packages, node_environ
 
 from hyperdht.errors import DecodeError
 from hyperdht.messages import (
@@ -352,25 +353,29 @@ def test_generated_code_is_fresh() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-# --- the live reference (only where `npm ci --prefix scripts/golden` was run) --
-# The tox `interop` env installs it and sets HYPERDHT_REQUIRE_NODE=1: there a
-# missing reference fails instead of skipping.
-REQUIRE_NODE = os.environ.get("HYPERDHT_REQUIRE_NODE") == "1"
+# --- the live reference (only where `npm ci --prefix reference` was run) -------
+# .ci/run installs it before tox; under CI=true, or with HYPERDHT_REQUIRE_NODE=1
+# (the tox `interop` env), a missing reference fails instead of skipping.
+REQUIRE_NODE = IN_CI or os.environ.get("HYPERDHT_REQUIRE_NODE") == "1"
+#: What make_vectors.js loads from the tree (node_reference.py finds it).
+GOLDEN_PINNED = {"protocol-buffers": "3.2.1", "dht-rpc": "2.3.0", "hyperdht": "1.3.0"}
 
 
 def _node_golden(*args: str) -> list[str]:
     node = shutil.which("node")
-    if node is None or not (GOLDEN_DIR / "node_modules" / "protocol-buffers").is_dir():
+    missing = missing_packages(GOLDEN_PINNED)
+    if node is None or missing is not None:
         reason = (
-            "needs node and `npm ci --prefix scripts/golden`"
-            " (the tox interop env installs both and requires this test)"
+            f"needs node and the reference tree: {missing or 'node not found'}"
+            " (CI installs it; the tox interop env requires this test)"
         )
         if REQUIRE_NODE:
-            pytest.fail(f"HYPERDHT_REQUIRE_NODE=1 but {reason}")
+            pytest.fail(f"CI=true or HYPERDHT_REQUIRE_NODE=1 but {reason}")
         pytest.skip(reason)
         raise AssertionError("unreachable")
     proc = subprocess.run(
         [node, str(GOLDEN_DIR / "make_vectors.js"), *args],
+        env=node_environ(),
         capture_output=True,
         encoding="utf-8",
         check=False,

@@ -47,7 +47,8 @@ process.noDeprecation = true
 
 var crypto = require('crypto')
 var dgram = require('dgram')
-var hyperdht = require('hyperdht')
+var ref = require('../../reference/lookup')
+var hyperdht = ref.require('hyperdht')
 var jsonl = require('./jsonl')
 var wire = require('./wire')
 

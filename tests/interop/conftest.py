@@ -1,7 +1,7 @@
 """Fixtures for tests that run against the Node.js reference (hyperdht@1.3.0).
 
 Every Node.js fixture here depends on ``node_env``: without Node.js or
-without the pinned packages (``npm ci --prefix tests/interop``) the test is
+without the pinned packages (``npm ci --prefix reference``) the test is
 skipped locally and fails under ``CI=true``. ``py_node`` starts Python
 nodes (:class:`hyperdht.HyperDHT` on 127.0.0.1, thread backend: the tests
 block on Node.js replies in ordinary threads) and closes them at teardown.

@@ -4,7 +4,9 @@
 ``peer.call(cmd, **args)`` sends one JSON-lines command and returns its reply.
 ``run_capture()`` runs ``capture.js`` (client mode) and returns what it did and
 the datagrams it recorded. ``node_available()`` says whether Node.js and the
-pinned reference packages are installed (``npm ci --prefix tests/interop``).
+pinned reference packages are installed (``npm ci --prefix reference``; the
+tree is found as ``node_reference.node_modules_dir()`` says, and every Node.js
+child gets ``node_reference.node_environ()``).
 ``decode_datagrams()`` decodes raw datagrams with the reference's own
 decoders (``capture.js --decode``); ``RawUdp`` is a bare UDP socket for
 crafted datagrams.
@@ -25,6 +27,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -33,8 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+try:
+    from node_reference import install_hint, missing_packages, node_environ
+except ImportError:  # run as a script (test_golden_wire.py --regenerate): add tests/
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from node_reference import install_hint, missing_packages, node_environ
+
 INTEROP_DIR = Path(__file__).resolve().parent
-NODE_MODULES = INTEROP_DIR / "node_modules"
 PEER_JS = INTEROP_DIR / "peer.js"
 CAPTURE_JS = INTEROP_DIR / "capture.js"
 VERSIONS_JS = INTEROP_DIR / "versions.js"
@@ -72,27 +80,21 @@ def node_available() -> tuple[bool, str]:
     """``(True, version info)`` when Node.js and the pinned packages are usable.
 
     Otherwise ``(False, reason)`` with reason ``"node not found"`` or one that
-    starts with ``"run npm ci --prefix tests/interop"``.
+    starts with ``"run npm ci --prefix reference"``.
     """
     node = node_executable()
     if node is None:
         return False, "node not found"
-    npm_hint = "run npm ci --prefix tests/interop"
-    for name, want in PINNED.items():
-        pkg = NODE_MODULES / name / "package.json"
-        if not pkg.is_file():
-            return False, f"{npm_hint} ({name} is not installed)"
-        try:
-            have = json.loads(pkg.read_text(encoding="utf-8")).get("version")
-        except (OSError, ValueError) as exc:
-            return False, f"{npm_hint} ({pkg}: {exc})"
-        if have != want:
-            return False, f"{npm_hint} ({name}@{have} installed, need {want})"
+    missing = missing_packages(PINNED)
+    if missing is not None:
+        return False, missing
+    npm_hint = install_hint()
     # Ask Node itself what hyperdht really loads (no nested dht-rpc copy).
     try:
         proc = subprocess.run(
             [node, str(VERSIONS_JS)],
             cwd=INTEROP_DIR,
+            env=node_environ(),
             capture_output=True,
             text=True,
             timeout=30,
@@ -154,6 +156,7 @@ class NodeProcess:
         self.proc = subprocess.Popen(
             self.argv,
             cwd=cwd,
+            env=node_environ(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -517,6 +520,7 @@ def run_capture(
     proc = subprocess.run(
         argv,
         cwd=INTEROP_DIR,
+        env=node_environ(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -588,6 +592,7 @@ def decode_datagrams(datagrams: Iterable[bytes], *, timeout: float = 30.0) -> li
     proc = subprocess.run(
         [node, str(CAPTURE_JS), "--decode"],
         cwd=INTEROP_DIR,
+        env=node_environ(),
         input="".join(d.hex() + "\n" for d in data),
         capture_output=True,
         text=True,

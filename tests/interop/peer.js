@@ -13,7 +13,8 @@
 process.noDeprecation = true // the reference uses new Buffer(); keep stderr clean
 
 var dgram = require('dgram')
-var hyperdht = require('hyperdht')
+var ref = require('../../reference/lookup')
+var hyperdht = ref.require('hyperdht')
 var jsonl = require('./jsonl')
 var wire = require('./wire')
 

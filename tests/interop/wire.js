@@ -5,14 +5,15 @@
 
 var fs = require('fs')
 var path = require('path')
+var ref = require('../../reference/lookup')
 
-var dhtRpcDir = path.dirname(require.resolve('dht-rpc/package.json'))
-var hyperdhtDir = path.dirname(require.resolve('hyperdht/package.json'))
+var dhtRpcDir = path.dirname(ref.resolve('dht-rpc/package.json'))
+var hyperdhtDir = path.dirname(ref.resolve('hyperdht/package.json'))
 var protobuf = require(require.resolve('protocol-buffers', { paths: [dhtRpcDir] }))
 var ipv4 = require(require.resolve('ipv4-peers', { paths: [dhtRpcDir] }))
 
 // The exact encoders the reference uses.
-var rpc = require('dht-rpc/messages')
+var rpc = ref.require('dht-rpc/messages')
 var peersMessages = protobuf(fs.readFileSync(path.join(hyperdhtDir, 'schema.proto')))
 
 function hex (buf) {

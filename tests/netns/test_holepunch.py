@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from node_reference import missing_packages, node_environ
 
 from .dht_client import BACKEND, Addr, AgentError, DhtAgent
 from .lab import NatLab, ct_flow, leftover_namespaces, own_prefix
@@ -91,14 +92,9 @@ def node_status() -> tuple[bool, str]:
     node = shutil.which("node")
     if node is None:
         return False, "node not found"
-    for name, want in PINNED.items():
-        pkg = INTEROP / "node_modules" / name / "package.json"
-        try:
-            have = json.loads(pkg.read_text(encoding="utf-8")).get("version")
-        except (OSError, ValueError):
-            have = None
-        if have != want:
-            return False, f"run npm ci --prefix tests/interop ({name}@{have}, need {want})"
+    missing = missing_packages(PINNED)
+    if missing is not None:
+        return False, missing
     return True, node
 
 
@@ -126,7 +122,7 @@ def start_node_bootstrap(lab: NatLab) -> Addr:
         argv = [node, str(peer_js), "--host", host, "--port", port]
     else:
         argv = [node, "-e", _NODE_INLINE, host, port]
-    env = dict(os.environ, NODE_PATH=str(INTEROP / "node_modules"))
+    env = node_environ()
     proc = lab.run(lab.public, argv, cwd=str(INTEROP), env=env)
     m = proc.expect(r'"event":\s*"ready".*"port":\s*(\d+)', timeout=15)
     assert int(m.group(1)) == BOOTSTRAP_PORT
