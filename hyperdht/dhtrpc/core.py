@@ -33,12 +33,13 @@ from typing import Any
 
 from .. import messages
 from ..arguments import check_command, check_id, check_positive_int, check_positive_number
-from ..datagram import Datagram
+from ..datagram import Datagram, SendOptions
 from ..errors import ArgumentError, ClosedError, DecodeError, HyperDHTError
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node, node_codec, peer_codec
 from ..kbucket import KBucket
 from ..udprequest import PendingRequest, RequestCore
+from .connect import opener_datagram, start_connect
 from .query import Query, QueryOptions, ResponseCallback
 from .tokens import ROTATE_INTERVAL, TokenStore
 from .types import IncomingQuery, QueryResponse, RemoteNode, Stats
@@ -329,6 +330,48 @@ class DHTCore:
 
         self.request(request, referrer, done, now, any_source=True)
         return fut
+
+    def connect(
+        self,
+        peer: Address,
+        referrer: Address | None = None,
+        *,
+        now: float,
+        local: Address | None = None,
+        opener_ttl: int | None = None,
+        timeout: float | None = None,
+    ) -> Future[Address]:
+        """Reach ``peer`` whichever side is behind a NAT, at ``now``;
+        resolves to the address the peer answered from (send to that one).
+
+        With a ``referrer`` (the node that returned the peer): ping it to
+        learn whether we are public (our address as it sees us equals
+        ``local``, our socket's address with a concrete host; None: assume
+        NATed), if not send a low-TTL opener (``opener_ttl``, default 2)
+        that opens our NAT and expires before the peer's, ask the referrer
+        to forward a ping, and only if that fails ping the peer directly.
+        Without one, just the direct ping. Fails with RequestTimeout (or
+        the last step's error); after ``timeout`` seconds at the latest
+        once a step ends. See :mod:`hyperdht.dhtrpc.connect`.
+        """
+        return start_connect(
+            self,
+            peer,
+            referrer,
+            now=now,
+            local=local,
+            opener_ttl=opener_ttl,
+            timeout=timeout,
+        )
+
+    def send_opener(self, peer: Address, ttl: int) -> None:
+        """Queue one untracked ``_ping`` to ``peer`` with IP TTL ``ttl``
+        (the NAT opener of :meth:`connect`)."""
+        if self.closed:
+            return
+        options = SendOptions(ttl=ttl)
+        tid = self._rng.randrange(0x8000)
+        self._outbox.append((opener_datagram(self, tid), peer, options))
 
     def query(
         self,

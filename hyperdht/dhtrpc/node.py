@@ -8,6 +8,7 @@ happens outside it.
 from __future__ import annotations
 
 import logging
+import socket as _socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,9 +17,10 @@ from ..addressing import DEFAULT_PORT, parse_address, resolve_address
 from ..arguments import check_id, check_port, check_positive_int, check_positive_number
 from ..drivers import create_driver
 from ..drivers.base import Driver, SocketLike
-from ..errors import ArgumentError, ClosedError, StateError
+from ..errors import ArgumentError, ClosedError, RequestTimeout, StateError
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node
+from .connect import WILDCARD_HOSTS
 from .core import DEFER, DHTCore
 from .query import Query, QueryOptions
 from .stream import QueryStream
@@ -233,6 +235,72 @@ class DHT:
             fut = self._core.holepunch(p, r, now=self._driver.now())
         result: Address = self._wait(fut)
         return result
+
+    def connect(
+        self,
+        peer: str | tuple[str, int],
+        referrer: str | tuple[str, int] | None = None,
+        *,
+        timeout: float | None = None,
+        opener_ttl: int | None = None,
+    ) -> Address:
+        """Reach ``peer`` whichever side is behind a NAT and return the
+        address that answered: send to that one (``send_datagram``), a NAT
+        may have mapped the path to another port than the announced one.
+
+        ``referrer`` is the node that gave us the peer (``response.node``
+        of a lookup). We learn from it whether we are behind a NAT; if so,
+        one datagram with a low IP TTL (``opener_ttl``, default 2: enough
+        to cross one NAT of our own, pass 3 behind a carrier-grade NAT)
+        opens our NAT towards the peer and expires before the peer's NAT;
+        then the referrer forwards a ping to the peer, whose answer opens
+        its NAT and comes in through ours. A direct ping is only tried
+        after that (it would make a Linux NAT remap the peer's answer). No
+        referrer: just a direct ping.
+
+        Raises RequestTimeout when nothing answered, at the latest after
+        ``timeout`` seconds (default: about 10 request timeouts), and
+        ArgumentError for a bad address, ``opener_ttl`` or ``timeout``.
+        """
+        self._check_open()
+        p = self._addr(peer, "peer")
+        r = None if referrer is None else self._addr(referrer, "referrer")
+        if timeout is not None:
+            check_positive_number(timeout, "timeout")
+        local = self._local_address(r or p)
+        with self._driver.locked():
+            fut = self._core.connect(
+                p,
+                r,
+                now=self._driver.now(),
+                local=local,
+                opener_ttl=opener_ttl,
+                timeout=timeout,
+            )
+        cap = self._timeout * 10 if timeout is None else timeout
+        if not self._driver.wait(fut, cap):
+            with self._driver.locked():
+                if not fut.done():
+                    fut.set_exception(RequestTimeout(f"connect to {p.host}:{p.port} timed out"))
+        result: Address = fut.result()
+        return result
+
+    def _local_address(self, towards: Address) -> Address | None:
+        """Our socket's address with a concrete host: the bound one, or
+        for a wildcard bind the source address the kernel picks towards
+        ``towards`` (a connected UDP socket; nothing is sent). None when
+        that cannot be found out."""
+        bound = self.address
+        if bound.host not in WILDCARD_HOSTS:
+            return bound
+        family = _socket.AF_INET6 if self._core.ipv6 else _socket.AF_INET
+        try:
+            with _socket.socket(family, _socket.SOCK_DGRAM) as probe:
+                probe.connect((towards.host, towards.port))
+                host = probe.getsockname()[0]
+        except OSError:
+            return None
+        return Address(host, bound.port)
 
     def bootstrap(self) -> None:
         """Run a bootstrap round now and wait for it; raises QueryError if
