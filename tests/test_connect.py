@@ -175,3 +175,16 @@ def test_core_connect_on_a_virtual_clock() -> None:
     assert not fut.done()
     w.net.run_until(fut.done, timeout=5.0)
     assert fut.result() == peer
+
+
+def test_the_opener_leaves_before_the_punch_request() -> None:
+    """The opener must cross our NAT before the peer's answer can arrive, so
+    it goes out ahead of the hole-punch request in the same batch."""
+    w = World()
+    referrer, peer = w.found()
+    w.sends.clear()
+    w.b.connect(peer, referrer)
+    order = [(e.dst, e.options is not None) for e in w.sends if e.src == w.b.address]
+    opener = order.index((tuple(peer), True))
+    punch = [i for i, (dst, _) in enumerate(order) if dst == tuple(referrer)][1]
+    assert opener < punch

@@ -371,7 +371,10 @@ class DHTCore:
             return
         options = SendOptions(ttl=ttl)
         tid = self._rng.randrange(0x8000)
-        self._outbox.append((opener_datagram(self, tid), peer, options))
+        # On the request layer's outbox, which is sent first: the opener
+        # must leave before the hole-punch request queued right after it,
+        # or the peer's answer can reach our NAT before the opener does.
+        self.udp.outbox.append((opener_datagram(self, tid), peer, options))
 
     def query(
         self,
