@@ -22,6 +22,8 @@ Commands (addresses are ``[host, port]``, keys 64 hex digits, data UTF-8):
   ``{node, peers, local_peers}`` (one per :class:`QueryResponse`);
 * ``ping {addr}`` -> ``address`` (ours, as the node saw it);
 * ``holepunch {peer, referrer}`` -> ``address`` the answer came from;
+* ``connect {peer, referrer?, opener_ttl?, timeout?}`` -> ``address`` that
+  answered and ``seconds`` the call took (``HyperDHT.connect``);
 * ``send {addr, data}`` -> ``{}`` once ``send_datagram`` returned;
 * ``opener {addr, data, ttl}`` -> ``{}``: one application datagram sent from
   the DHT's own socket with IP TTL ``ttl`` (the low-TTL opener: it opens our
@@ -46,6 +48,7 @@ import queue
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from hyperdht import HyperDHT
@@ -146,6 +149,21 @@ class Agent:
         peer = addr_arg(msg["peer"], "peer")
         referrer = addr_arg(msg["referrer"], "referrer")
         return {"address": addr_json(self.dht.holepunch(peer, referrer))}
+
+    def cmd_connect(self, msg: dict[str, Any]) -> dict[str, Any]:
+        peer = addr_arg(msg["peer"], "peer")
+        referrer = msg.get("referrer")
+        ref = None if referrer is None else addr_arg(referrer, "referrer")
+        ttl = msg.get("opener_ttl")
+        timeout = msg.get("timeout")
+        t0 = time.monotonic()
+        addr = self.dht.connect(
+            peer,
+            ref,
+            opener_ttl=None if ttl is None else int(ttl),
+            timeout=None if timeout is None else float(timeout),
+        )
+        return {"address": addr_json(addr), "seconds": round(time.monotonic() - t0, 4)}
 
     def cmd_send(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.dht.send_datagram(str(msg["data"]).encode(), addr_arg(msg["addr"], "addr"))
