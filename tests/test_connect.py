@@ -32,6 +32,8 @@ class World:
         hops: int = 1,
         b_hops: int = 0,
         seed: int = 1,
+        a_eph: bool = True,
+        b_eph: bool = True,
     ) -> None:
         self.sends: list[TraceEvent] = []
         self.net = Network(seed=seed, latency=0.01, hops=hops, trace=self._trace)
@@ -43,8 +45,8 @@ class World:
         host_b = (
             net.host("10.0.0.2", nat=self.nat_b, hops=b_hops) if b_nat else net.host("198.18.2.5")
         )
-        self.a = HyperDHT(backend=host_a, bootstrap=[BOOT], ephemeral=True)
-        self.b = HyperDHT(backend=host_b, bootstrap=[BOOT], ephemeral=True)
+        self.a = HyperDHT(backend=host_a, bootstrap=[BOOT], ephemeral=a_eph)
+        self.b = HyperDHT(backend=host_b, bootstrap=[BOOT], ephemeral=b_eph)
         assert self.a.ready() and self.b.ready()
         self.a_got: list[tuple[bytes, Address]] = []
         self.b_got: list[tuple[bytes, Address]] = []
@@ -188,3 +190,28 @@ def test_the_opener_leaves_before_the_punch_request() -> None:
     opener = order.index((tuple(peer), True))
     punch = [i for i, (dst, _) in enumerate(order) if dst == tuple(referrer)][1]
     assert opener < punch
+
+
+@pytest.mark.parametrize(("a_eph", "b_eph"), [(False, False), (False, True), (True, False)])
+def test_default_settings_lookups_do_not_poison(a_eph: bool, b_eph: bool) -> None:
+    """Non-ephemeral NATed nodes are handed out as DHT nodes, so bootstrap,
+    announce and lookup contact them directly: a NATed node makes such a
+    first contact through the referrer (after an opener), so neither NAT
+    keeps an unreplied entry and connect() still works."""
+    w = World(a_eph=a_eph, b_eph=b_eph)
+    referrer, peer = w.found()
+    assert w.nat_a is not None and w.nat_b is not None
+    assert w.nat_a.unreplied() == [] and w.nat_b.unreplied() == []
+    assert w.b.core.natted is True and w.a.core.natted is True
+    addr = w.b.connect(peer, referrer)
+    assert addr == peer and w.talks(addr)
+
+
+def test_public_nodes_contact_referred_nodes_directly() -> None:
+    """A public node knows it is public after its bootstrap pong, so its
+    queries send no openers and ask no referrer to forward anything."""
+    w = World(a_nat=False, b_nat=False, a_eph=False, b_eph=False)
+    w.found()
+    assert w.b.core.natted is False
+    assert w.openers() == []
+    assert w.boot.stats.forwarded == 0

@@ -140,6 +140,8 @@ class _Connect:
             seen = self.core.peer_codec.decode(res.value or b"")
         except DecodeError:
             seen = None
+        if seen is not None:
+            self.core.observed = seen
         public = seen is not None and seen == self.local
         if not public:
             self.core.send_opener(self.peer, self.ttl)

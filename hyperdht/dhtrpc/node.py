@@ -120,6 +120,7 @@ class DHT:
                 timeout=timeout,
                 now=self._driver.now(),
             )
+            self._core.local_address = self._local_address(boot[0] if boot else None)
             self._setup_core(self._core)
         except BaseException:
             self._driver.close()  # never leak the bound socket
@@ -269,6 +270,8 @@ class DHT:
             check_positive_number(timeout, "timeout")
         local = self._local_address(r or p)
         with self._driver.locked():
+            if local is not None:
+                self._core.local_address = local
             fut = self._core.connect(
                 p,
                 r,
@@ -285,7 +288,7 @@ class DHT:
         result: Address = fut.result()
         return result
 
-    def _local_address(self, towards: Address) -> Address | None:
+    def _local_address(self, towards: Address | None) -> Address | None:
         """Our socket's address with a concrete host: the bound one, or
         for a wildcard bind the source address the kernel picks towards
         ``towards`` (a connected UDP socket; nothing is sent). None when
@@ -293,6 +296,8 @@ class DHT:
         bound = self.address
         if bound.host not in WILDCARD_HOSTS:
             return bound
+        if towards is None:
+            return None
         family = _socket.AF_INET6 if self._core.ipv6 else _socket.AF_INET
         try:
             with _socket.socket(family, _socket.SOCK_DGRAM) as probe:
