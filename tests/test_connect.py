@@ -61,12 +61,16 @@ class World:
         self.a_got.append((data, src))
         self.a.send_datagram(b"re:" + data, src)
 
-    def found(self) -> tuple[Address, Address]:
-        """A announces, B looks up: (referrer, A's announced address)."""
+    def found(self, *, first: bool = False) -> tuple[Address, Address]:
+        """A announces, B looks up: (referrer, A's announced address), the
+        referrer being P unless ``first`` (then the first response's node,
+        which is B itself when B stored the announcement)."""
         self.a.announce_discard(KEY)
         hits = [(r.node, p) for r in self.b.lookup(KEY) for p in r.peers]
         assert hits
-        return hits[0]
+        if first:
+            return hits[0]
+        return next(h for h in hits if h[0] == Address("198.18.0.10", 49737))
 
     def talks(self, addr: Address) -> bool:
         """B -> A on ``addr``; A answers where it came from; B hears it from ``addr``."""
@@ -215,3 +219,16 @@ def test_public_nodes_contact_referred_nodes_directly() -> None:
     assert w.b.core.natted is False
     assert w.openers() == []
     assert w.boot.stats.forwarded == 0
+
+
+def test_connect_through_our_own_stored_peer_pings_directly() -> None:
+    """A non-ephemeral B stores A's announcement and yields itself first as
+    the node: the peer has sent to us, so connect() pings it directly."""
+    w = World(a_eph=False, b_eph=False)
+    referrer, peer = w.found(first=True)
+    assert referrer == w.b.address
+    t0 = w.net.now
+    addr = w.b.connect(peer, referrer)
+    assert addr == peer and w.net.now - t0 < 0.1
+    assert w.b.core.natted is True  # no ping to ourselves told us otherwise
+    assert w.talks(addr)

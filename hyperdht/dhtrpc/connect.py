@@ -20,7 +20,10 @@ tests/netns/NAT-REPORT.md for the measurements behind each step):
    whose referrer does not forward, say). Never before step 3: a datagram
    that reaches the peer's NAT first is exactly what breaks the punch.
 
-Without a referrer only step 4 runs. The whole flow fails with
+Without a referrer only step 4 runs; so when the referrer is ourselves
+(a lookup yields our own stored peers first, with our own address as the
+node): the peer announced to us, so it has sent to us and a direct ping is
+safe. The whole flow fails with
 :class:`~hyperdht.errors.RequestTimeout` once ``timeout`` seconds have
 passed, or with the error of the last step that failed.
 """
@@ -84,6 +87,8 @@ def start_connect(
     SendOptions(ttl=ttl)  # validates it
     if timeout is not None and not timeout > 0:
         raise ArgumentError(f"timeout: must be a positive number of seconds, got {timeout!r}")
+    if referrer is not None and local is not None and referrer == local:
+        referrer = None  # our own stored peer: it has sent to us
     flow = _Connect(core, peer, referrer, local, ttl, None if timeout is None else now + timeout)
     flow.start(now)
     return flow.future

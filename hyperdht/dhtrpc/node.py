@@ -269,6 +269,8 @@ class DHT:
         if timeout is not None:
             check_positive_number(timeout, "timeout")
         local = self._local_address(r or p)
+        if r is not None and r == self.address and local is not None:
+            r = local  # our own address, as a lookup gives it for our own stored peers
         with self._driver.locked():
             if local is not None:
                 self._core.local_address = local
