@@ -141,17 +141,20 @@ def test_connect_without_referrer_to_a_natted_peer_times_out() -> None:
 
 
 def test_opener_ttl_for_a_host_behind_an_inner_router() -> None:
-    """B behind a router inside its LAN: TTL 2 dies before NAT B, so the
-    default fails; opener_ttl=3 crosses NAT B and still expires in the core."""
+    """B behind a router inside its LAN (as behind a carrier-grade NAT, two
+    routers to the outside): TTL 2 dies before NAT B, so a fixed 2 fails;
+    the measured TTL is 3, which crosses NAT B and expires in the core."""
     w = World(b_hops=1, hops=2)
     referrer, peer = w.found()
     with pytest.raises(RequestTimeout):
-        w.b.connect(peer, referrer)
+        w.b.connect(peer, referrer, opener_ttl=2)
 
     w = World(b_hops=1, hops=2)
     referrer, peer = w.found()
-    addr = w.b.connect(peer, referrer, opener_ttl=3)
+    assert w.b.core.opener_ttl == 3  # measured once the bootstrap's pong came
+    addr = w.b.connect(peer, referrer)
     assert addr == peer and w.talks(addr)
+    assert [e.options.ttl for e in w.openers() if e.options][-1] == 3
 
 
 def test_connect_with_openwrt_like_nats_works_too() -> None:

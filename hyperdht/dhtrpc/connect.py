@@ -7,7 +7,9 @@ tests/netns/NAT-REPORT.md for the measurements behind each step):
    from; when that is our own socket's address we are public and step 2 is
    skipped (an opener from a public host could reach the far NAT).
 2. Send the *opener*: one ``_ping`` datagram to the peer with a low IP TTL
-   (``opener_ttl``, default :data:`DEFAULT_OPENER_TTL`). It opens our own
+   (``opener_ttl``, default the core's ``opener_ttl``: the blocking layer
+   measures it with :mod:`hyperdht.dhtrpc.natprobe`, else
+   :data:`DEFAULT_OPENER_TTL`). It opens our own
    NAT towards the peer's public address and expires in the core, before
    the peer's NAT. The peer's NAT has then never seen anything from us, so
    it keeps no unreplied entry that would make it remap the peer's answer
@@ -83,7 +85,7 @@ def start_connect(
     wildcard); None means "unknown", and the opener is always sent.
     Raises ArgumentError for a bad ``opener_ttl`` or ``timeout``.
     """
-    ttl = DEFAULT_OPENER_TTL if opener_ttl is None else opener_ttl
+    ttl = core.opener_ttl if opener_ttl is None else opener_ttl
     SendOptions(ttl=ttl)  # validates it
     if timeout is not None and not timeout > 0:
         raise ArgumentError(f"timeout: must be a positive number of seconds, got {timeout!r}")

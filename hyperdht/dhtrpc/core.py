@@ -170,6 +170,10 @@ class DHTCore:
         self.observed: Address | None = None
         #: The IP TTL of the NAT openers (:meth:`connect`, first contacts).
         self.opener_ttl = DEFAULT_OPENER_TTL
+        #: The bootstrap's ping that tells us our public address (None
+        #: until a bootstrap sends one): the driver measures the opener
+        #: TTL when it resolves.
+        self.first_pong: Future[Address] | None = None
         self.bootstrapped = False
         self.closed = False
         #: Called with ``(payload, address)`` for application datagrams.
@@ -469,7 +473,7 @@ class DHTCore:
             # Ahead of the query's first requests (same node, same path):
             # its pong says whether we are behind a NAT before the query
             # contacts the nodes it is referred to (see open_path).
-            self.ping(self.bootstrap_nodes[0], now=now)
+            self.first_pong = self.ping(self.bootstrap_nodes[0], now=now)
 
         def done(_: Query) -> None:
             self.bootstrapped = True
