@@ -30,7 +30,8 @@ Commands (addresses are ``[host, port]``, keys 64 hex digits, data UTF-8):
   NAT towards ``addr`` and expires before the far NAT);
 * ``recv {wait}`` -> ``data``, ``from``: the next application datagram
   (queued since start; ``error: "Timeout"`` when none came in time);
-* ``stats`` -> a few counters; ``close`` -> ``{}``, then the process exits.
+* ``stats`` -> a few counters, ``natted`` and the measured ``opener_ttl``;
+  ``close`` -> ``{}``, then the process exits.
 
 Commands run concurrently (one thread, or one greenlet with ``--backend
 gevent``, each), so a ``recv`` can wait while another command runs.  EOF on
@@ -199,6 +200,8 @@ class Agent:
             "timeouts": s.timeouts,
             "forwarded": s.forwarded,
             "drops": dict(s.drops),
+            "natted": self.dht.core.natted,
+            "opener_ttl": self.dht.core.opener_ttl,
         }
 
     def handle(self, msg: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import secrets
 import statistics
 import time
@@ -85,6 +86,8 @@ def run_once(lab: RoutedLab, tag: str, ephemeral: bool) -> dict[str, Any]:
             punched_is_announced=addr == a_pub,
             ok=exchange(a, b, addr, tag),
         )
+    stats = b.call("stats")
+    obs["b_natted"], obs["b_opener_ttl"] = stats["natted"], stats["opener_ttl"]
     obs["seconds"] = round(time.monotonic() - t0, 2)
     return obs
 
@@ -143,6 +146,23 @@ def test_ephemeral_peers_report(
     report(record_property, "linuxxlinux_ephemeral", runs)
 
 
+#: The random NAT (``MASQUERADE --random-fully``), record-only and opt-in
+#: (``HYPERDHT_NETNS_FULL_MATRIX=1``).
+RANDOM_PAIRS = [("random", "linux"), ("linux", "random")]
+
+
+@pytest.mark.time_limit(120)
+@pytest.mark.parametrize(("nat_a", "nat_b"), RANDOM_PAIRS)
+def test_random_nat_report(
+    routed_lab_factory: Callable[..., RoutedLab], record_property: Any, nat_a: str, nat_b: str
+) -> None:
+    """Record-only: connect() with a random NAT on one side (chain 4)."""
+    if os.environ.get("HYPERDHT_NETNS_FULL_MATRIX", "") not in ("1", "true", "yes"):
+        pytest.skip("the random NAT runs only with HYPERDHT_NETNS_FULL_MATRIX=1")
+    runs = run_cell(routed_lab_factory, nat_a, nat_b, 4, runs=3)
+    report(record_property, f"{nat_a}x{nat_b}_chain4", runs)
+
+
 def test_connect_summary(record_property: Any) -> None:
     """Record-only: one line per cell, with the median time to connect."""
     if not _RESULTS:
@@ -156,6 +176,7 @@ def test_connect_summary(record_property: Any) -> None:
             "median_connect_s": statistics.median(times) if times else None,
             "max_connect_s": max(times) if times else None,
             "run_s": statistics.median(r["seconds"] for r in runs),
+            "b_opener_ttl": sorted({r.get("b_opener_ttl") for r in runs}, key=str),
         }
     report(record_property, "summary", summary)
 
