@@ -82,10 +82,13 @@ def start_connect(
     resolves to the address the peer answered from.
 
     ``local`` is our socket's address with a concrete host (not a
-    wildcard); None means "unknown", and the opener is always sent.
+    wildcard), default ``core.local_address``; when neither is known the
+    opener is always sent.
     Raises ArgumentError for a bad ``opener_ttl`` or ``timeout``.
     """
     ttl = core.opener_ttl if opener_ttl is None else opener_ttl
+    if local is None:
+        local = core.local_address
     SendOptions(ttl=ttl)  # validates it
     if timeout is not None and not timeout > 0:
         raise ArgumentError(f"timeout: must be a positive number of seconds, got {timeout!r}")

@@ -361,10 +361,11 @@ class DHTCore:
 
         With a ``referrer`` (the node that returned the peer): ping it to
         learn whether we are public (our address as it sees us equals
-        ``local``, our socket's address with a concrete host; None: assume
-        NATed), if not send a low-TTL opener (``opener_ttl``, default 2)
-        that opens our NAT and expires before the peer's, ask the referrer
-        to forward a ping, and only if that fails ping the peer directly.
+        ``local``, our socket's address with a concrete host, default
+        :attr:`local_address`; unknown: assume NATed), if not send a
+        low-TTL opener (``opener_ttl``, default :attr:`opener_ttl`) that
+        opens our NAT and expires before the peer's, ask the referrer to
+        forward a ping, and only if that fails ping the peer directly.
         Without one, just the direct ping. Fails with RequestTimeout (or
         the last step's error); after ``timeout`` seconds at the latest
         once a step ends. See :mod:`hyperdht.dhtrpc.connect`.
