@@ -33,12 +33,13 @@ from typing import Any
 
 from .. import messages
 from ..arguments import check_command, check_id, check_positive_int, check_positive_number
-from ..datagram import Datagram
+from ..datagram import Datagram, SendOptions
 from ..errors import ArgumentError, ClosedError, DecodeError, HyperDHTError, RequestCancelled
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node, node_codec, peer_codec
 from ..kbucket import KBucket
 from ..udprequest.core import PendingRequest, RequestCore
+from .connect import DEFAULT_OPENER_TTL, opener_datagram, start_connect
 from .query import Query, QueryOptions, ResponseCallback
 from .tokens import ROTATE_INTERVAL, TokenStore
 from .types import IncomingQuery, QueryResponse, RemoteNode, Stats
@@ -167,6 +168,18 @@ class DHTCore:
         # has ``now``, sends the re-pings (KBucket's callback has no time).
         self._full: list[tuple[list[RoutingNode], RoutingNode]] = []
         self._inflight_queries = 0
+        #: Our socket's address with a concrete host (the driver sets it;
+        #: None: unknown). With :attr:`observed` it tells whether we are
+        #: behind a NAT.
+        self.local_address: Address | None = None
+        #: Our address as the last node that answered a ping saw it.
+        self.observed: Address | None = None
+        #: The IP TTL of the NAT openers (:meth:`connect`, first contacts).
+        self.opener_ttl = DEFAULT_OPENER_TTL
+        #: The bootstrap's ping that tells us our public address (None
+        #: until a bootstrap sends one): the driver measures the opener
+        #: TTL when it resolves.
+        self.first_pong: Future[Address] | None = None
         self.bootstrapped = False
         self.closed = False
         #: Called with ``(payload, address)`` for application datagrams.
@@ -307,9 +320,12 @@ class DHTCore:
                 return
             assert res is not None
             try:
-                fut.set_result(self.peer_codec.decode(res.value or b""))
+                seen = self.peer_codec.decode(res.value or b"")
             except DecodeError:
                 fut.set_exception(HyperDHTError("Invalid pong"))
+            else:
+                self.observed = seen
+                fut.set_result(seen)
 
         fut.set_canceller(
             self.request(messages.RpcRequest(command="_ping", id=self._query_id), addr, done, now)
@@ -337,6 +353,78 @@ class DHTCore:
 
         fut.set_canceller(self.request(request, referrer, done, now, any_source=True))
         return fut
+
+    def connect(
+        self,
+        peer: Address,
+        referrer: Address | None = None,
+        *,
+        now: float,
+        local: Address | None = None,
+        opener_ttl: int | None = None,
+        timeout: float | None = None,
+    ) -> Future[Address]:
+        """Reach ``peer`` whichever side is behind a NAT, at ``now``;
+        resolves to the address the peer answered from (send to that one).
+
+        With a ``referrer`` (the node that returned the peer): ping it to
+        learn whether we are public (our address as it sees us equals
+        ``local``, our socket's address with a concrete host, default
+        :attr:`local_address`; unknown: assume NATed), if not send a
+        low-TTL opener (``opener_ttl``, default :attr:`opener_ttl`) that
+        opens our NAT and expires before the peer's, ask the referrer to
+        forward a ping, and only if that fails ping the peer directly.
+        Without one, just the direct ping. Fails with RequestTimeout (or
+        the last step's error); after ``timeout`` seconds at the latest
+        once a step ends. See :mod:`hyperdht.dhtrpc.connect`.
+        """
+        return start_connect(
+            self,
+            peer,
+            referrer,
+            now=now,
+            local=local,
+            opener_ttl=opener_ttl,
+            timeout=timeout,
+        )
+
+    @property
+    def natted(self) -> bool | None:
+        """True when the last pong showed us an address other than
+        :attr:`local_address` (we are behind a NAT), False when it showed
+        that address, None when we do not know (no pong yet, or no
+        :attr:`local_address`)."""
+        if self.observed is None or self.local_address is None:
+            return None
+        return self.observed != self.local_address
+
+    def open_path(self, id: bytes, addr: Address) -> bool:
+        """Before the first request to a node learnt from a referrer: True
+        when it must not be contacted directly yet, because we are behind
+        a NAT and have not heard from it. Then a NAT opener has just been
+        queued to ``addr``, and the caller asks the referrer to forward a
+        ping first (the node answers and so opens its own NAT towards us):
+        a direct request that reached a Linux NAT first would make it
+        remap every later answer of that node to us (NAT-REPORT.md)."""
+        if self.natted is not True:
+            return False
+        known = self._seen.get(id)
+        if known is not None and known.address == addr:
+            return False
+        self.send_opener(addr, self.opener_ttl)
+        return True
+
+    def send_opener(self, peer: Address, ttl: int) -> None:
+        """Queue one untracked ``_ping`` to ``peer`` with IP TTL ``ttl``
+        (the NAT opener of :meth:`connect`)."""
+        if self.closed:
+            return
+        options = SendOptions(ttl=ttl)
+        tid = self._rng.randrange(0x8000)
+        # On the request layer's outbox, which is sent first: the opener
+        # must leave before the hole-punch request queued right after it,
+        # or the peer's answer can reach our NAT before the opener does.
+        self.udp.outbox.append((opener_datagram(self, tid), peer, options))
 
     def query(
         self,
@@ -390,6 +478,11 @@ class DHTCore:
             return q
         background = min(self.concurrency, max(2, self.concurrency // 8))
         q.dynamic_concurrency = (self.concurrency, background)
+        if self.observed is None and self.local_address is not None and self.bootstrap_nodes:
+            # Ahead of the query's first requests (same node, same path):
+            # its pong says whether we are behind a NAT before the query
+            # contacts the nodes it is referred to (see open_path).
+            self.first_pong = self.ping(self.bootstrap_nodes[0], now=now)
 
         def done(_: Query) -> None:
             self.bootstrapped = True

@@ -8,6 +8,7 @@ happens outside it.
 from __future__ import annotations
 
 import logging
+import socket as _socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,10 +17,12 @@ from ..addressing import DEFAULT_PORT, parse_address, resolve_address
 from ..arguments import check_id, check_port, check_positive_int, check_positive_number
 from ..drivers import create_driver
 from ..drivers.base import Driver, SocketLike
-from ..errors import ArgumentError, ClosedError, StateError
+from ..errors import ArgumentError, ClosedError, HyperDHTError, RequestTimeout, StateError
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node
+from .connect import WILDCARD_HOSTS
 from .core import DEFER, DHTCore
+from .natprobe import probe_nat_hops
 from .query import Query, QueryOptions
 from .stream import QueryStream
 from .types import IncomingQuery, QueryResponse, RemoteNode, Stats
@@ -118,6 +121,7 @@ class DHT:
                 timeout=timeout,
                 now=self._driver.now(),
             )
+            self._core.local_address = self._local_address(boot[0] if boot else None)
             self._setup_core(self._core)
         except BaseException:
             self._driver.close()  # never leak the bound socket
@@ -126,10 +130,18 @@ class DHT:
         self._closed = False
         self._close_lock = threading.Lock()
         self._ready: Query | None = None
+        self._probed_for: str | None = None
         self._driver.start(self._core)
         if boot or restored:
             with self._driver.locked():
                 self._ready = self._core.bootstrap(now=self._driver.now())
+                pong = self._core.first_pong
+                if pong is not None:
+                    # Measure the opener TTL as soon as we know our public
+                    # address, off the receive path.
+                    pong.add_done_callback(
+                        lambda _: self._driver.spawn(self._measure_opener_ttl, None)
+                    )
 
     def _setup_core(self, core: DHTCore) -> None:
         """Hook for subclasses: extend the core before the driver starts
@@ -240,6 +252,120 @@ class DHT:
             fut = self._core.holepunch(p, r, now=self._driver.now())
         result: Address = self._wait(fut)
         return result
+
+    def connect(
+        self,
+        peer: str | tuple[str, int],
+        referrer: str | tuple[str, int] | None = None,
+        *,
+        timeout: float | None = None,
+        opener_ttl: int | None = None,
+    ) -> Address:
+        """Reach ``peer`` whichever side is behind a NAT and return the
+        address that answered: send to that one (``send_datagram``), a NAT
+        may have mapped the path to another port than the announced one.
+
+        ``referrer`` is the node that gave us the peer (``response.node``
+        of a lookup). We learn from it whether we are behind a NAT; if so,
+        one datagram with a low IP TTL opens our NAT towards the peer and
+        expires before the peer's NAT. Its TTL is measured once per public
+        address: probes to our own public address, whose ICMP answers
+        (Linux ``IP_RECVERR``) say how many routers away the NAT that owns
+        it is (a carrier-grade NAT counts); 2 when that cannot be told;
+        ``opener_ttl`` overrides it.
+        then the referrer forwards a ping to the peer, whose answer opens
+        its NAT and comes in through ours. A direct ping is only tried
+        after that (it would make a Linux NAT remap the peer's answer). No
+        referrer: just a direct ping.
+
+        Raises RequestTimeout when nothing answered, at the latest after
+        ``timeout`` seconds (default: about 10 request timeouts), and
+        ArgumentError for a bad address, ``opener_ttl`` or ``timeout``.
+        """
+        self._check_open()
+        p = self._addr(peer, "peer")
+        r = None if referrer is None else self._addr(referrer, "referrer")
+        if timeout is not None:
+            check_positive_number(timeout, "timeout")
+        local = self._local_address(r or p)
+        if r is not None and r == self.address and local is not None:
+            r = local  # our own address, as a lookup gives it for our own stored peers
+        if opener_ttl is None:
+            self._measure_opener_ttl(r)
+        with self._driver.locked():
+            if local is not None:
+                self._core.local_address = local
+            fut = self._core.connect(
+                p,
+                r,
+                now=self._driver.now(),
+                local=local,
+                opener_ttl=opener_ttl,
+                timeout=timeout,
+            )
+        cap = self._timeout * 10 if timeout is None else timeout
+        if not self._driver.wait(fut, cap):
+            with self._driver.locked():
+                if not fut.done():
+                    fut.set_exception(RequestTimeout(f"connect to {p.host}:{p.port} timed out"))
+        result: Address = fut.result()
+        return result
+
+    def _measure_opener_ttl(self, referrer: Address | None) -> None:
+        """Set the core's opener TTL to (routers up to our outermost NAT)
+        + 1, measured once per public address (see
+        :mod:`hyperdht.dhtrpc.natprobe`); a ping to ``referrer`` first if
+        we do not know our public address yet."""
+        core = self._core
+        if core.natted is None and referrer is not None and referrer != core.local_address:
+            try:
+                self.ping(referrer)
+            except HyperDHTError:
+                return
+        observed = core.observed
+        if self._closed or core.natted is not True or observed is None:
+            return
+        if observed.host == self._probed_for:
+            return
+        self._probed_for = observed.host
+        hops = self._nat_hops(observed.host)
+        if hops is not None:
+            log.debug(
+                "our NAT (%s) is %d router(s) away: opener TTL %d", observed.host, hops, hops + 1
+            )
+            with self._driver.lock:
+                core.opener_ttl = min(hops + 1, 255)
+
+    def _nat_hops(self, public_ip: str) -> int | None:
+        oracle = getattr(self._driver, "nat_hops", None)
+        if callable(oracle):  # the simulator knows its topology
+            hops: int | None = oracle(public_ip)
+            return hops
+        if getattr(self._driver, "socket", None) is None:
+            return None
+        never: Future[None] = Future()
+        return probe_nat_hops(
+            public_ip, ipv6=self._core.ipv6, pause=lambda s: self._driver.wait(never, s)
+        )
+
+    def _local_address(self, towards: Address | None) -> Address | None:
+        """Our socket's address with a concrete host: the bound one, or
+        for a wildcard bind the source address the kernel picks towards
+        ``towards`` (a connected UDP socket; nothing is sent). None when
+        that cannot be found out."""
+        bound = self.address
+        if bound.host not in WILDCARD_HOSTS:
+            return bound
+        if towards is None:
+            return None
+        family = _socket.AF_INET6 if self._core.ipv6 else _socket.AF_INET
+        try:
+            with _socket.socket(family, _socket.SOCK_DGRAM) as probe:
+                probe.connect((towards.host, towards.port))
+                host = probe.getsockname()[0]
+        except OSError:
+            return None
+        return Address(host, bound.port)
 
     def bootstrap(self) -> None:
         """Run a bootstrap round now and wait for it; raises QueryError if

@@ -121,6 +121,11 @@ class QueryHost(Protocol):
         """The ping to send to a referrer for it to forward to ``peer``."""
         ...
 
+    def open_path(self, id: bytes, addr: Address) -> bool:
+        """True if a node learnt from a referrer must be reached through
+        the referrer first (the node has queued a NAT opener to it)."""
+        ...
+
     def drop(self, reason: str) -> None:
         """Count something dropped, by reason."""
 
@@ -404,15 +409,33 @@ class Query:
                 return
             self._callback(err, res, src, committing, now)
 
+        if (
+            self.holepunching
+            and node.referrer is not None
+            and self._core.open_path(node.id, node.address)
+        ):
+            # Behind a NAT, first contact: through the referrer first, so
+            # that no direct datagram reaches the node's NAT before it has
+            # sent to us; direct only if that fails.
+            self._holepunch(node, request, committing, now, fallback=True)
+            return True
         self._core.request(request, node.address, done, now)
         return True
 
     def _holepunch(
-        self, node: QueryNode, request: messages.RpcRequest, committing: bool, now: float
+        self,
+        node: QueryNode,
+        request: messages.RpcRequest,
+        committing: bool,
+        now: float,
+        *,
+        fallback: bool = False,
     ) -> None:
-        """The node did not answer; it was learnt from a referrer, so ask the
-        referrer to forward a ping (opening the node's NAT towards us), then
-        retry once on the address the punched answer came from."""
+        """The node did not answer (or, with ``fallback``, is not contacted
+        directly yet); it was learnt from a referrer, so ask the referrer
+        to forward a ping (opening the node's NAT towards us), then send
+        the request once on the address the punched answer came from.
+        With ``fallback`` a failed punch is followed by a direct request."""
         assert node.referrer is not None
         core = self._core
         try:
@@ -430,7 +453,10 @@ class Query:
             err: BaseException | None, _res: messages.RpcResponse | None, src: Address, now: float
         ) -> None:
             if err is not None:
-                self._callback(err, None, node.address, committing, now)
+                if fallback:
+                    core.request(request, node.address, done, now)
+                else:
+                    self._callback(err, None, node.address, committing, now)
                 return
             core.request(request, src, done, now)
 

@@ -202,6 +202,17 @@ class SimDriver(Driver):
         self._network.block_until(lambda: future.done() or self._closed, timeout)
         return future.done()
 
+    def nat_hops(self, public_ip: str) -> int | None:
+        """Routers from this socket's host up to and including the NAT
+        whose public address is ``public_ip`` (its own routers + 1), or
+        None when that is not this host's NAT: the simulator's answer to
+        the TTL probe :mod:`hyperdht.dhtrpc.natprobe` makes on real
+        sockets."""
+        nat = self._host.nat
+        if nat is None or nat.public_ip != public_ip:
+            return None
+        return self._host.hops + 1
+
     def new_event(self) -> SimEvent:
         """A fresh, unset :class:`SimEvent` on this network."""
         return SimEvent(self._network)

@@ -35,10 +35,14 @@ class Host:
     Create it with :meth:`Network.host`.
     """
 
-    __slots__ = ("_ip", "_nat", "_network", "_next_port", "_ports")
+    __slots__ = ("_hops", "_ip", "_nat", "_network", "_next_port", "_ports")
 
-    def __init__(self, network: Network, ip: str, nat: NAT | None) -> None:
-        """Use :meth:`Network.host` rather than calling this directly."""
+    def __init__(self, network: Network, ip: str, nat: NAT | None, hops: int = 0) -> None:
+        """Use :meth:`Network.host` rather than calling this directly.
+        Raises ArgumentError for a negative ``hops``."""
+        if not isinstance(hops, int) or isinstance(hops, bool) or hops < 0:
+            raise ArgumentError(f"hops: must be an integer >= 0, got {hops!r}")
+        self._hops = hops
         self._network = network
         self._ip = ip
         self._nat = nat
@@ -54,6 +58,12 @@ class Host:
     def ip(self) -> str:
         """The host's own IP (a private one when it is behind a NAT)."""
         return self._ip
+
+    @property
+    def hops(self) -> int:
+        """Routers between this host and its NAT (behind one) or the
+        network's core (public); they count against a datagram's TTL."""
+        return self._hops
 
     @property
     def nat(self) -> NAT | None:

@@ -19,6 +19,17 @@ that many virtual seconds after the last *outbound* datagram that used it;
 a later datagram then gets a fresh public port, as on a real NAT. Inbound
 traffic does not refresh anything (RFC 4787 allows either; this is the
 stricter choice, which shows whether an application sends keep-alives).
+
+With ``keep_unsolicited=True`` the NAT also behaves like Linux conntrack
+with MASQUERADE (the ``linux`` profile of the routed netns lab, see
+tests/netns/NAT-REPORT.md): an inbound datagram that no mapping admits is
+still kept as an *unreplied inbound entry* ``(remote, public port)`` for
+:data:`UNREPLIED_TIMEOUT` seconds after the last such datagram, and an
+outbound flow whose reply would be that entry's tuple (an internal socket
+sending to that remote from that public port) cannot use the port: it gets
+a public port of its own for that one destination. That is what makes a
+direct datagram that arrives before the peer has sent anything "poison" the
+NAT for the hole punch that follows.
 """
 
 from __future__ import annotations
@@ -34,7 +45,13 @@ if TYPE_CHECKING:
     from .host import Host
     from .network import Network
 
-__all__ = ["NAT", "NATMapping", "MappingBehavior", "FilteringBehavior"]
+__all__ = [
+    "NAT",
+    "NATMapping",
+    "MappingBehavior",
+    "FilteringBehavior",
+    "UNREPLIED_TIMEOUT",
+]
 
 #: How a :class:`NAT` picks the public port of an outgoing datagram.
 MappingBehavior = Literal["endpoint-independent", "address-dependent", "symmetric"]
@@ -43,6 +60,10 @@ FilteringBehavior = Literal["full-cone", "address-restricted", "port-restricted"
 
 _MAPPINGS = ("endpoint-independent", "address-dependent", "symmetric")
 _FILTERINGS = ("full-cone", "address-restricted", "port-restricted")
+
+#: Seconds an unreplied inbound entry lives after its last datagram (Linux's
+#: ``nf_conntrack_udp_timeout``).
+UNREPLIED_TIMEOUT = 30.0
 
 # Public ports a NAT hands out, in order, wrapping around.
 _FIRST_PORT = 20000
@@ -57,14 +78,15 @@ class NATMapping(NamedTuple):
     #: Where the NAT makes it appear on the public network.
     public: Address
     #: The destination the mapping is bound to: None for endpoint-independent
-    #: mapping, its IP for address-dependent, ``(ip, port)`` for symmetric.
+    #: mapping, its IP for address-dependent, ``(ip, port)`` for symmetric
+    #: and for a flow remapped around an unreplied inbound entry.
     remote: str | tuple[str, int] | None
     #: Virtual time of the last outbound datagram through it.
     last_used: float
 
 
 class _Mapping:
-    __slots__ = ("internal", "key", "last_used", "permits", "public", "remote")
+    __slots__ = ("flow", "internal", "key", "last_used", "permits", "public", "remote")
 
     def __init__(
         self,
@@ -81,6 +103,9 @@ class _Mapping:
         self.last_used = now
         # remote IP, or (IP, port), -> virtual time it was last sent to.
         self.permits: dict[object, float] = {}
+        #: A flow remapped around an unreplied inbound entry: it admits its
+        #: one destination, whatever the filtering.
+        self.flow = False
 
 
 class NAT:
@@ -96,6 +121,8 @@ class NAT:
         "_filtering",
         "_full_cone",
         "_hairpin",
+        "_hops",
+        "_keep_unsolicited",
         "_lan",
         "_mapping",
         "_mappings",
@@ -104,6 +131,7 @@ class NAT:
         "_port_restricted",
         "_public_ip",
         "_timeout",
+        "_unsolicited",
     )
 
     def __init__(
@@ -115,11 +143,14 @@ class NAT:
         filtering: FilteringBehavior = "port-restricted",
         timeout: float | None = None,
         hairpin: bool = False,
+        keep_unsolicited: bool = False,
+        hops: int = 0,
     ) -> None:
         """Use :meth:`Network.nat` rather than calling this directly.
 
         Raises ArgumentError (a ValueError) for an unknown ``mapping`` or
-        ``filtering`` or a ``timeout`` that is not positive.
+        ``filtering``, a ``timeout`` that is not positive or a negative
+        ``hops``.
         """
         if mapping not in _MAPPINGS:
             raise ArgumentError(f"mapping: expected one of {_MAPPINGS}, got {mapping!r}")
@@ -127,6 +158,12 @@ class NAT:
             raise ArgumentError(f"filtering: expected one of {_FILTERINGS}, got {filtering!r}")
         if timeout is not None and not timeout > 0:
             raise ArgumentError(f"timeout: must be positive or None, got {timeout!r}")
+        if not isinstance(hops, int) or isinstance(hops, bool) or hops < 0:
+            raise ArgumentError(f"hops: must be an integer >= 0, got {hops!r}")
+        self._keep_unsolicited = bool(keep_unsolicited)
+        self._hops = hops
+        # (remote, public port) -> virtual time of its last unreplied datagram.
+        self._unsolicited: dict[tuple[tuple[str, int], int], float] = {}
         self._network = network
         self._public_ip = public_ip
         self._mapping: MappingBehavior = mapping
@@ -170,6 +207,25 @@ class NAT:
         """Whether a host behind the NAT can reach the NAT's own public
         address (and so a neighbour through its public mapping)."""
         return self._hairpin
+
+    @property
+    def keep_unsolicited(self) -> bool:
+        """Whether unsolicited inbound datagrams leave an unreplied entry
+        that makes a clashing outbound flow change port (Linux conntrack;
+        see the module docstring)."""
+        return self._keep_unsolicited
+
+    @property
+    def hops(self) -> int:
+        """Routers between this NAT's public side and the network's core
+        (see :class:`Network`); they count against a datagram's TTL."""
+        return self._hops
+
+    def unreplied(self) -> list[tuple[tuple[str, int], int]]:
+        """The live unreplied inbound entries, as ``(remote, public port)``
+        (always empty unless :attr:`keep_unsolicited`)."""
+        now = self._network.now
+        return [k for k, t in self._unsolicited.items() if now - t <= UNREPLIED_TIMEOUT]
 
     @property
     def hosts(self) -> list[Host]:
@@ -231,6 +287,14 @@ class NAT:
     def _outbound(self, internal: Address, dst: tuple[str, int], now: float) -> Address:
         """Translate a datagram from ``internal`` to ``dst``: the public
         source address it leaves with (creating or refreshing a mapping)."""
+        if self._keep_unsolicited:
+            flow = self._mappings.get(("flow", internal, (dst[0], dst[1])))
+            if flow is not None:
+                if self._timeout is None or now - flow.last_used <= self._timeout:
+                    flow.last_used = now
+                    flow.permits[(dst[0], dst[1])] = now
+                    return flow.public
+                self._expire(flow)
         mode = self._mapping
         remote: str | tuple[str, int] | None
         if mode == "endpoint-independent":
@@ -253,6 +317,8 @@ class NAT:
             )
             self._mappings[key] = m
             self._by_port[m.public.port] = m
+        if self._keep_unsolicited and self._clashes(m, dst, now):
+            return self._remap(internal, dst, now)
         m.last_used = now
         if self._port_restricted:
             m.permits[(dst[0], dst[1])] = now
@@ -260,9 +326,41 @@ class NAT:
             m.permits[dst[0]] = now
         return m.public
 
+    def _clashes(self, m: _Mapping, dst: tuple[str, int], now: float) -> bool:
+        """Whether a flow to ``dst`` through ``m`` would take the tuple of
+        an unreplied inbound entry (no flow to ``dst`` exists on ``m`` yet,
+        or the inbound datagram would have been admitted)."""
+        key = ((dst[0], dst[1]), m.public.port)
+        seen = self._unsolicited.get(key)
+        if seen is None:
+            return False
+        if now - seen > UNREPLIED_TIMEOUT:
+            del self._unsolicited[key]
+            return False
+        return (dst[0], dst[1]) not in m.permits
+
+    def _remap(self, internal: Address, dst: tuple[str, int], now: float) -> Address:
+        """A mapping of its own, on another public port, for the flow from
+        ``internal`` to ``dst`` (Linux picks another source port when the
+        tuple is in use)."""
+        remote = (dst[0], dst[1])
+        key = ("flow", internal, remote)
+        m = _Mapping(key, internal, Address(self._public_ip, self._allocate_port()), remote, now)
+        m.permits[remote] = now
+        m.flow = True
+        self._mappings[key] = m
+        self._by_port[m.public.port] = m
+        return m.public
+
     def _inbound(self, src: tuple[str, int], port: int, now: float) -> Address | None:
         """The internal address a datagram from ``src`` to the public
         ``port`` goes to, or None if the NAT filters it out."""
+        internal = self._admit(src, port, now)
+        if internal is None and self._keep_unsolicited:
+            self._unsolicited[((src[0], src[1]), port)] = now
+        return internal
+
+    def _admit(self, src: tuple[str, int], port: int, now: float) -> Address | None:
         m = self._by_port.get(port)
         if m is None:
             return None
@@ -270,9 +368,12 @@ class NAT:
         if timeout is not None and now - m.last_used > timeout:
             self._expire(m)
             return None
-        if self._full_cone:
+        if self._full_cone and not m.flow:
             return m.internal
-        sent = m.permits.get((src[0], src[1]) if self._port_restricted else src[0])
+        if m.flow:
+            sent = m.permits.get((src[0], src[1]))
+        else:
+            sent = m.permits.get((src[0], src[1]) if self._port_restricted else src[0])
         if sent is None or (timeout is not None and now - sent > timeout):
             return None
         return m.internal

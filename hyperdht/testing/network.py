@@ -13,8 +13,10 @@ members; the drivers reach it through the section "the driver side"
 :meth:`Network.route`, :meth:`Network.record_delivery`,
 :meth:`Network.record_timer`). A datagram keeps its
 :class:`~hyperdht.datagram.SendOptions` from :meth:`Network.route` to the
-delivery step (where it crosses NATs), so per-hop effects such as TTL
-expiry can be modelled there.
+delivery step (where it crosses NATs), and its IP TTL
+(``SendOptions.ttl``) is spent router by router on the way (see
+:class:`Network`: a datagram whose TTL runs out is dropped at that router,
+before any NAT behind it sees it).
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ class TraceEvent(NamedTuple):
     ``kind`` is ``"send"`` (an endpoint handed a datagram to the network;
     ``src`` is its local address), ``"deliver"`` (``src`` is the address the
     receiver sees, ``dst`` the receiver's local address), ``"drop"``
-    (``reason`` is ``"loss"``, ``"no_listener"``, ``"nat_filtered"`` or
-    ``"no_route"``) or ``"timer"`` (an endpoint's timer fired; ``src`` and
+    (``reason`` is ``"loss"``, ``"no_listener"``, ``"nat_filtered"``,
+    ``"no_route"`` or ``"ttl_expired"``) or ``"timer"`` (an endpoint's timer fired; ``src`` and
     ``dst`` are its address, ``data`` is empty). ``options`` is the
     datagram's :class:`~hyperdht.datagram.SendOptions` (or None) on
     ``"send"`` and ``"deliver"``.
@@ -92,6 +94,8 @@ class NetworkStats:
     dropped_nat_filtered: int = 0
     #: Dropped because a NATed host sent to its own NAT without hairpinning.
     dropped_no_route: int = 0
+    #: Dropped at a router because their IP TTL ran out.
+    dropped_ttl_expired: int = 0
 
     @property
     def dropped(self) -> int:
@@ -101,6 +105,7 @@ class NetworkStats:
             + self.dropped_no_listener
             + self.dropped_nat_filtered
             + self.dropped_no_route
+            + self.dropped_ttl_expired
         )
 
 
@@ -157,6 +162,18 @@ class Network:
     time. A datagram between two hosts behind the same NAT takes the same
     path delay; crossing a NAT adds none.
 
+    Hops: a datagram from one public-side point (a public host or a NAT) to
+    another crosses ``hops`` core routers, plus the ``hops`` of the sending
+    and receiving host or NAT (routers between it and the core), plus,
+    behind a NAT, the host's own ``hops`` and the NAT itself. A router
+    forwards a datagram only if its TTL is at least 2 and decrements it, as
+    IP routers do; the destination (a host, or a NAT receiving a datagram
+    that no mapping admits) accepts any TTL. So a datagram sent with
+    ``SendOptions(ttl=2)`` by a host right behind its NAT creates the NAT's
+    mapping and then expires at the first core router (dropped as
+    ``"ttl_expired"``): the far NAT never sees it. Datagrams without a TTL
+    never expire. There is no ICMP: an expired datagram is just dropped.
+
     The network is not thread-safe: drive it, and every endpoint on it,
     from one thread. Raises ArgumentError (a ValueError) for a rate outside [0, 1] or a
     negative delay.
@@ -169,10 +186,12 @@ class Network:
         "_dropped_nat_filtered",
         "_dropped_no_listener",
         "_dropped_no_route",
+        "_dropped_ttl_expired",
         "_duplicate",
         "_duplicated",
         "_events",
         "_heap",
+        "_hops",
         "_hosts",
         "_jitter",
         "_latency",
@@ -198,12 +217,16 @@ class Network:
         duplicate: float = 0.0,
         reorder: float = 0.0,
         reorder_delay: float | None = None,
+        hops: int = 0,
         trace: Callable[[TraceEvent], object] | None = None,
     ) -> None:
         """A network whose randomness is drawn from ``random.Random(seed)``;
         see the class docstring for the link parameters. ``trace``, if
         given, is called with a :class:`TraceEvent` for everything that
         happens (``trace=events.append`` records a list)."""
+        if not isinstance(hops, int) or isinstance(hops, bool) or hops < 0:
+            raise ArgumentError(f"hops: must be an integer >= 0, got {hops!r}")
+        self._hops = hops
         self._rng = random.Random(seed)
         self._now = 0.0
         self._heap: list[tuple[float, int, Callable[..., object], tuple[Any, ...]]] = []
@@ -229,6 +252,7 @@ class Network:
         self._dropped_no_listener = 0
         self._dropped_nat_filtered = 0
         self._dropped_no_route = 0
+        self._dropped_ttl_expired = 0
         #: Called with a :class:`TraceEvent` for every send, delivery, drop
         #: and timer, or None. May be set at any time.
         self.trace: Callable[[TraceEvent], object] | None = trace
@@ -291,16 +315,25 @@ class Network:
     def reorder_delay(self, value: float | None) -> None:
         self._reorder_delay = None if value is None else _delay("reorder_delay", value)
 
+    @property
+    def hops(self) -> int:
+        """Core routers between any two public-side points (see the class
+        docstring); fixed when the network is created."""
+        return self._hops
+
     # -- topology --------------------------------------------------------------
 
-    def host(self, ip: str | None = None, *, nat: NAT | None = None) -> Host:
+    def host(self, ip: str | None = None, *, nat: NAT | None = None, hops: int = 0) -> Host:
         """Add a machine with address ``ip`` and return it.
 
         Without ``nat`` the host is on the public network; with it, it sits
         on that NAT's LAN (private IPs may repeat across NATs). Without
         ``ip``, the next free address of 198.18.0.0/15 (public) or 10/8
-        (behind a NAT) is used. Raises ArgumentError (a ValueError) for an invalid or taken
-        address, or a NAT of another network.
+        (behind a NAT) is used. ``hops`` is the number of routers between
+        the host and its NAT (or, for a public host, the core); they count
+        against a datagram's TTL. Raises ArgumentError (a ValueError) for
+        an invalid or taken address, a NAT of another network or a negative
+        ``hops``.
         """
         if nat is not None and nat.network is not self:
             raise ArgumentError("nat: belongs to another Network")
@@ -318,7 +351,7 @@ class Network:
             ip = _check_ip("ip", ip)
             if taken(ip):
                 raise ArgumentError(f"ip: {ip} is already in use")
-        host = Host(self, ip, nat)
+        host = Host(self, ip, nat, hops)
         if nat is None:
             self._hosts[ip] = host
         else:
@@ -333,6 +366,8 @@ class Network:
         filtering: FilteringBehavior = "port-restricted",
         timeout: float | None = None,
         hairpin: bool = False,
+        keep_unsolicited: bool = False,
+        hops: int = 0,
     ) -> NAT:
         """Add a NAT with address ``public_ip`` on the public network.
 
@@ -340,8 +375,11 @@ class Network:
         dependent"`` or ``"symmetric"``; ``filtering``: ``"port-restricted"``
         (default), ``"address-restricted"`` or ``"full-cone"``; ``timeout``:
         idle seconds before a mapping expires (None: never); ``hairpin``:
-        whether hosts behind it may send to its public address. See
-        :mod:`hyperdht.testing.nat`. Without ``public_ip`` the next free
+        whether hosts behind it may send to its public address;
+        ``keep_unsolicited``: behave like Linux conntrack (an unsolicited
+        inbound datagram leaves an unreplied entry, and an outbound flow
+        that would reuse its tuple changes port); ``hops``: routers between
+        the NAT and the core. See :mod:`hyperdht.testing.nat`. Without ``public_ip`` the next free
         public address is used. Raises ArgumentError (a ValueError) for a bad argument or a
         taken address.
         """
@@ -352,7 +390,14 @@ class Network:
             if self._taken(public_ip):
                 raise ArgumentError(f"public_ip: {public_ip} is already in use")
         nat = NAT(
-            self, public_ip, mapping=mapping, filtering=filtering, timeout=timeout, hairpin=hairpin
+            self,
+            public_ip,
+            mapping=mapping,
+            filtering=filtering,
+            timeout=timeout,
+            hairpin=hairpin,
+            keep_unsolicited=keep_unsolicited,
+            hops=hops,
         )
         self._nats[public_ip] = nat
         return nat
@@ -463,6 +508,7 @@ class Network:
             dropped_no_listener=self._dropped_no_listener,
             dropped_nat_filtered=self._dropped_nat_filtered,
             dropped_no_route=self._dropped_no_route,
+            dropped_ttl_expired=self._dropped_ttl_expired,
         )
 
     def __repr__(self) -> str:
@@ -533,23 +579,42 @@ class Network:
     def route(self, driver: SimDriver, out: Sequence[Datagram]) -> None:
         """Send the ``(data, address, options)`` datagrams ``driver``'s
         endpoint queued: through its host's NAT if it has one, then onto
-        the wire with their options."""
+        the wire with their options. A datagram with a TTL spends it on the
+        sender's side here (it may expire before or at its own NAT, which
+        then creates no mapping) and on the core and the far side on
+        delivery."""
         now = self._now
         src = driver.address
-        nat = driver.host.nat
+        host = driver.host
+        nat = host.nat
         trace = self.trace
         self._sent += len(out)
         for data, dst, options in out:
             if trace is not None:
                 trace(TraceEvent(now, "send", src, dst, data, None, options))
+            ttl = None if options is None else options.ttl
             if nat is None:
-                self._transmit(None, dst, data, src, options)
+                if ttl is not None:
+                    ttl = self._spend(ttl, host.hops, src, dst, data)
+                    if ttl is None:
+                        continue
+                self._transmit(None, dst, data, src, options, ttl)
                 continue
+            if ttl is not None and nat.host_at(dst[0]) is None:
+                # The host's own routers, then the NAT, which forwards: a
+                # datagram that expires there creates no mapping.
+                ttl = self._spend(ttl, host.hops + 1, src, dst, data)
+                if ttl is None:
+                    continue
             path = nat.egress(src, dst, now)
             if path is None:
                 self._drop("no_route", src, dst, data)
-            else:
-                self._transmit(path[0], dst, data, path[1], options)
+                continue
+            if path[0] is None and ttl is not None:
+                ttl = self._spend(ttl, nat.hops, path[1], dst, data)
+                if ttl is None:
+                    continue
+            self._transmit(path[0], dst, data, path[1], options, ttl)
 
     def record_delivery(
         self,
@@ -578,8 +643,10 @@ class Network:
         data: bytes,
         src: Address,
         options: SendOptions | None,
+        ttl: int | None = None,
     ) -> None:
-        """Put one datagram on the wire of ``realm`` (None: public)."""
+        """Put one datagram on the wire of ``realm`` (None: public);
+        ``ttl`` is what is left of its IP TTL (None: it never expires)."""
         rng = self._rng
         if self._loss and rng.random() < self._loss:
             self._drop("loss", src, dst, data)
@@ -589,7 +656,7 @@ class Network:
             copies = 2
             self._duplicated += 1
         heap = self._heap
-        args = (realm, dst, data, src, options)
+        args = (realm, dst, data, src, options, ttl)
         deliver = self._deliver
         for _ in range(copies):
             when = self._now + self._latency
@@ -600,6 +667,17 @@ class Network:
             self._seq = seq = self._seq + 1
             heapq.heappush(heap, (when, seq, deliver, args))
 
+    def _spend(
+        self, ttl: int, routers: int, src: tuple[str, int], dst: tuple[str, int], data: bytes
+    ) -> int | None:
+        """What is left of ``ttl`` after ``routers`` routers forwarded the
+        datagram, or None (and a ``"ttl_expired"`` drop) if one of them
+        found it at 1."""
+        if ttl > routers:
+            return ttl - routers
+        self._drop("ttl_expired", src, dst, data)
+        return None
+
     def _deliver(
         self,
         realm: NAT | None,
@@ -607,10 +685,11 @@ class Network:
         data: bytes,
         src: Address,
         options: SendOptions | None,
+        ttl: int | None = None,
     ) -> None:
         """A datagram arrives at ``dst`` in ``realm``; this is where it
-        crosses the destination's NAT, and where ``options`` (an IP TTL)
-        would act on it per hop."""
+        crosses the core and the destination's NAT, spending what is left
+        of its TTL (``ttl``) on their routers."""
         ip = dst[0]
         host: Host | None
         if realm is None:
@@ -620,11 +699,21 @@ class Network:
                 if nat is None:
                     self._drop("no_listener", src, dst, data)
                     return
+                if ttl is not None:
+                    ttl = self._spend(ttl, self._hops + nat.hops, src, dst, data)
+                    if ttl is None:
+                        return
                 inside = nat.ingress(src, dst[1], self._now)
                 if inside is None:
                     self._drop("nat_filtered", src, dst, data)
                     return
                 host, dst = inside
+                if ttl is not None and self._spend(ttl, 1 + host.hops, src, dst, data) is None:
+                    return
+            elif (
+                ttl is not None and self._spend(ttl, self._hops + host.hops, src, dst, data) is None
+            ):
+                return
         else:
             host = realm.host_at(ip)
         driver = host.driver_at(dst[1]) if host is not None else None
@@ -649,6 +738,8 @@ class Network:
             self._dropped_no_listener += 1
         elif reason == "nat_filtered":
             self._dropped_nat_filtered += 1
+        elif reason == "ttl_expired":
+            self._dropped_ttl_expired += 1
         else:
             self._dropped_no_route += 1
         if self.trace is not None:

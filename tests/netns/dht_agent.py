@@ -22,13 +22,16 @@ Commands (addresses are ``[host, port]``, keys 64 hex digits, data UTF-8):
   ``{node, peers, local_peers}`` (one per :class:`QueryResponse`);
 * ``ping {addr}`` -> ``address`` (ours, as the node saw it);
 * ``holepunch {peer, referrer}`` -> ``address`` the answer came from;
+* ``connect {peer, referrer?, opener_ttl?, timeout?}`` -> ``address`` that
+  answered and ``seconds`` the call took (``HyperDHT.connect``);
 * ``send {addr, data}`` -> ``{}`` once ``send_datagram`` returned;
 * ``opener {addr, data, ttl}`` -> ``{}``: one application datagram sent from
   the DHT's own socket with IP TTL ``ttl`` (the low-TTL opener: it opens our
   NAT towards ``addr`` and expires before the far NAT);
 * ``recv {wait}`` -> ``data``, ``from``: the next application datagram
   (queued since start; ``error: "Timeout"`` when none came in time);
-* ``stats`` -> a few counters; ``close`` -> ``{}``, then the process exits.
+* ``stats`` -> a few counters, ``natted`` and the measured ``opener_ttl``;
+  ``close`` -> ``{}``, then the process exits.
 
 Commands run concurrently (one thread, or one greenlet with ``--backend
 gevent``, each), so a ``recv`` can wait while another command runs.  EOF on
@@ -46,6 +49,7 @@ import queue
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from hyperdht import HyperDHT
@@ -147,6 +151,21 @@ class Agent:
         referrer = addr_arg(msg["referrer"], "referrer")
         return {"address": addr_json(self.dht.holepunch(peer, referrer))}
 
+    def cmd_connect(self, msg: dict[str, Any]) -> dict[str, Any]:
+        peer = addr_arg(msg["peer"], "peer")
+        referrer = msg.get("referrer")
+        ref = None if referrer is None else addr_arg(referrer, "referrer")
+        ttl = msg.get("opener_ttl")
+        timeout = msg.get("timeout")
+        t0 = time.monotonic()
+        addr = self.dht.connect(
+            peer,
+            ref,
+            opener_ttl=None if ttl is None else int(ttl),
+            timeout=None if timeout is None else float(timeout),
+        )
+        return {"address": addr_json(addr), "seconds": round(time.monotonic() - t0, 4)}
+
     def cmd_send(self, msg: dict[str, Any]) -> dict[str, Any]:
         self.dht.send_datagram(str(msg["data"]).encode(), addr_arg(msg["addr"], "addr"))
         return {}
@@ -181,6 +200,8 @@ class Agent:
             "timeouts": s.timeouts,
             "forwarded": s.forwarded,
             "drops": dict(s.drops),
+            "natted": self.dht.core.natted,
+            "opener_ttl": self.dht.core.opener_ttl,
         }
 
     def handle(self, msg: dict[str, Any]) -> None:
