@@ -29,6 +29,7 @@ from .discovery import HyperDHT, PeerResponse
 from .errors import (
     ArgumentError,
     ArgumentTypeError,
+    BackendUnavailable,
     BindError,
     ClosedError,
     DecodeError,
@@ -63,4 +64,5 @@ __all__ = [
     "ArgumentTypeError",
     "StateError",
     "BindError",
+    "BackendUnavailable",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "ArgumentTypeError",
     "StateError",
     "BindError",
+    "BackendUnavailable",
     "DecodeError",
     "RequestTimeout",
     "RequestCancelled",
@@ -49,6 +50,11 @@ class StateError(HyperDHTError, RuntimeError):
 class BindError(HyperDHTError, OSError):
     """A UDP socket could not be bound; ``errno`` is the system's and the
     message names the address."""
+
+
+class BackendUnavailable(HyperDHTError, ImportError):
+    """A backend's library is not installed (``backend="gevent"`` without
+    gevent); the message says what to install."""
 
 
 class DecodeError(HyperDHTError, ValueError):

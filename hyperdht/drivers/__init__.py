@@ -56,8 +56,8 @@ def driver_class(name: str) -> type[Driver]:
     """The driver class of the built-in backend ``name``, imported now.
 
     Raises ArgumentError (a ValueError) for an unknown name, listing the
-    known ones, and ImportError when the backend's library is missing
-    (the message says what to install).
+    known ones, and BackendUnavailable (an ImportError) when the backend's
+    library is missing (the message says what to install).
     """
     try:
         where = DRIVER_CLASSES[name]

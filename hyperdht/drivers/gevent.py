@@ -39,7 +39,9 @@ try:
     import gevent.lock
     import gevent.socket
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
+    from ..errors import BackendUnavailable
+
+    raise BackendUnavailable(
         "backend='gevent' needs gevent, which is not installed: pip install hyperdht[gevent]"
     ) from exc
 
