@@ -12,6 +12,12 @@ datagram's payload, which names its TTL. The answer is the smallest TTL
 that reached the address. None when that cannot be told: not Linux, no ICMP
 (a silent router or NAT), or no answer within ``wait`` seconds. The probes
 go no further than our own NAT, so they never reach the peer's.
+
+The I/O is split so that any waiting model can run it:
+:func:`nat_hop_probe` sends the probes, then yields the pauses it wants
+before each read of the answers; :func:`probe_nat_hops` (blocking) and
+:mod:`hyperdht.aio` (``await asyncio.sleep``) only differ in how they
+pause.
 """
 
 from __future__ import annotations
