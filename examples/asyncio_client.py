@@ -1,10 +1,10 @@
 """The example client (client.py) as an asyncio program.
 
-It looks KEY up, then for each peer found: pings it; if the ping times out
-(the peer is behind a NAT), hole punches through the node that returned the
-peer; then sends a message to the address that answered and awaits the
-reply. Exits 0 after the first successful exchange, 1 if no peer could be
-reached.
+It looks KEY up, then for each peer found: connects to it through the
+node that returned the peer (``connect`` punches a hole whichever side is
+behind a NAT); then sends a message to the address that answered and
+awaits the reply. Exits 0 after the first successful exchange, 1 if no
+peer could be reached.
 
     python examples/asyncio_client.py --bootstrap 127.0.0.1:49737 [--key KEYHEX]
 """
@@ -38,23 +38,18 @@ async def run(args: argparse.Namespace) -> int:
 
         for peer, referrer in referrers.items():
             try:
-                await dht.ping(peer)
-                address = peer
-                print(f"ping {peer.host}:{peer.port}: ok, reachable directly", flush=True)
+                # Through the referrer whichever side is behind a NAT; use
+                # the address that answered: a NAT may map the path to
+                # another port than the announced one.
+                address = await dht.connect(peer, referrer)
             except RequestTimeout:
-                print(f"ping {peer.host}:{peer.port}: no answer (behind a NAT?)", flush=True)
-                try:
-                    # Use the address the answer came from: a NAT may map
-                    # the punched path to another port than the announced one.
-                    address = await dht.holepunch(peer, referrer)
-                except RequestTimeout:
-                    print(f"hole punch through {referrer.host}:{referrer.port}: failed", flush=True)
-                    continue
-                print(
-                    f"hole punch through {referrer.host}:{referrer.port}: "
-                    f"open to {address.host}:{address.port}",
-                    flush=True,
-                )
+                print(f"connect to {peer.host}:{peer.port}: failed", flush=True)
+                continue
+            print(
+                f"connect to {peer.host}:{peer.port} through {referrer.host}:{referrer.port}: "
+                f"open to {address.host}:{address.port}",
+                flush=True,
+            )
 
             dht.send_datagram(b"hello", address)
             try:

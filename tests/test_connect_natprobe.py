@@ -3,7 +3,9 @@ parsing of the error queue."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Generator
 
 import pytest
 
@@ -39,3 +41,38 @@ def test_probe_payload_names_its_ttl() -> None:
     assert natprobe._probe_ttl(natprobe._PREFIX + b"3") == 3
     assert natprobe._probe_ttl(b"other") is None
     assert natprobe._probe_ttl(natprobe._PREFIX + b"x") is None
+
+
+@linux_only
+def test_the_probe_as_steps_under_asyncio() -> None:
+    """nat_hop_probe() sends at once, then only asks for pauses: awaited
+    with asyncio.sleep it gives the blocking probe's answer."""
+
+    async def measure() -> int | None:
+        steps = natprobe.nat_hop_probe("127.0.0.1", wait=5.0)
+        try:
+            while True:
+                await asyncio.sleep(next(steps))
+        except StopIteration as stop:
+            result: int | None = stop.value
+            return result
+
+    assert asyncio.run(measure()) == 1
+
+
+def test_an_unusable_address_asks_for_no_pause() -> None:
+    steps = natprobe.nat_hop_probe("not-an-ip", wait=5.0)
+    with pytest.raises(StopIteration) as stop:
+        next(steps)
+    assert stop.value.value is None
+
+
+def test_run_blocking_pauses_between_reads() -> None:
+    def steps() -> Generator[float, None, int | None]:
+        yield 0.25
+        yield 0.5
+        return 3
+
+    pauses: list[float] = []
+    assert natprobe.run_blocking(steps(), pauses.append) == 3
+    assert pauses == [0.25, 0.5]

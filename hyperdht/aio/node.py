@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any, TypeVar
 
 from ..addressing import parse_address, resolve_address
 from ..dhtrpc.core import DEFER, DHTCore
-from ..dhtrpc.node import DHT, DatagramHandler
+from ..dhtrpc.node import DHT, DatagramHandler, MeasurementSteps, Step
 from ..dhtrpc.query import Query
 from ..dhtrpc.stream import QueryStream
 from ..dhtrpc.types import IncomingQuery, QueryResponse, RemoteNode, Stats
@@ -106,6 +106,12 @@ class AsyncDHT:
         # below decides (an awaitable or an executor is the DEFER path).
         self._node = cls(inline_handlers=True, **kwargs)
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._loop = asyncio.get_running_loop()
+        self._connect_cap = 10 * float(kwargs["timeout"])
+        # The background opener-TTL measurement as a task of the loop, not
+        # on the driver's executor: no datagram has been read yet (that
+        # needs a turn of the loop), so none of it ran the default.
+        self._node.measurement_scheduler = self._schedule_measurement
 
     # -- properties --------------------------------------------------------
 
@@ -161,10 +167,16 @@ class AsyncDHT:
     async def _await(self, fut: Future[T]) -> T:
         """Await a core future; cancelling the awaiting task withdraws the
         request behind it (and nothing else)."""
+        await self._settled(fut)
+        return fut.result()
+
+    async def _settled(self, fut: Future[Any]) -> None:
+        """Wait until ``fut`` is done (its outcome stays in it); cancelling
+        the awaiting task cancels ``fut``."""
         if not fut.done():
             waiter = asyncio.get_running_loop().create_future()
 
-            def wake(_: Future[T]) -> None:
+            def wake(_: Future[Any]) -> None:
                 if not waiter.done():
                     waiter.set_result(None)
 
@@ -175,7 +187,6 @@ class AsyncDHT:
                 with self.driver.locked():
                     fut.cancel()
                 raise
-        return fut.result()
 
     def _stream(self, stream: QueryStream[Any]) -> AsyncQueryStream[Any]:
         """Await the query that the blocking node validated and started."""
@@ -215,8 +226,60 @@ class AsyncDHT:
             fut = self.core.holepunch(p, r, now=driver.now())
         return await self._await(fut)
 
-    # connect(): when the NAT-traversal work adds it to the core, it is an
-    # ``async def`` here that awaits the core's future like holepunch().
+    async def connect(
+        self,
+        peer: str | tuple[str, int],
+        referrer: str | tuple[str, int] | None = None,
+        *,
+        timeout: float | None = None,
+        opener_ttl: int | None = None,
+    ) -> Address:
+        """Reach ``peer`` whichever side is behind a NAT and return the
+        address that answered (send to that one); the flow of
+        :meth:`hyperdht.dhtrpc.DHT.connect`, whose opener-TTL measurement
+        is awaited too. ``referrer`` is the node that gave us the peer.
+
+        Raises RequestTimeout when nothing answered within ``timeout``
+        seconds (default: 10 request timeouts; checked when a step of the
+        flow ends, so it can come up to one request timeout late), and
+        ArgumentError for a bad address, ``opener_ttl`` or ``timeout``.
+        Cancelling the awaiting task withdraws the connect's request in
+        flight.
+        """
+        steps = self._node.connect_steps(
+            peer,
+            referrer,
+            timeout=self._connect_cap if timeout is None else timeout,
+            opener_ttl=opener_ttl,
+        )
+        fut = await self._run_steps(steps)
+        return await self._await(fut)
+
+    async def _run_steps(self, steps: Generator[Step, None, T]) -> T:
+        """Run the blocking node's ``steps`` (see
+        :meth:`hyperdht.dhtrpc.DHT.run_steps`) awaiting each: a core future
+        with :meth:`_await`, a pause with :func:`asyncio.sleep`."""
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, Future):
+                    await self._settled(step)  # the steps read its outcome
+                else:
+                    await asyncio.sleep(step)
+                step = steps.send(None)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        finally:
+            steps.close()
+
+    def _schedule_measurement(self, steps: MeasurementSteps) -> None:
+        if self.closed:
+            steps.close()
+            return
+        task = self._loop.create_task(self._run_steps(steps))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def bootstrap(self) -> None:
         """Run a bootstrap round now and wait for it; raises QueryError if

@@ -27,17 +27,20 @@ Without a referrer only step 4 runs; so when the referrer is ourselves
 node): the peer announced to us, so it has sent to us and a direct ping is
 safe. The whole flow fails with
 :class:`~hyperdht.errors.RequestTimeout` once ``timeout`` seconds have
-passed, or with the error of the last step that failed.
+passed, or with the error of the last step that failed; cancelling its
+future (``Future.cancel``) withdraws the step's request in flight and fails
+it with :class:`~hyperdht.errors.RequestCancelled`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import messages
 from ..datagram import SendOptions
-from ..errors import ArgumentError, DecodeError, RequestTimeout
+from ..errors import ArgumentError, DecodeError, RequestCancelled, RequestTimeout
 from ..future import Future
 from ..ipencoding import Address
 
@@ -106,7 +109,7 @@ def _ping(core: DHTCore) -> messages.RpcRequest:
 class _Connect:
     """One connect flow's state; its steps run from request callbacks."""
 
-    __slots__ = ("core", "deadline", "future", "local", "peer", "referrer", "ttl")
+    __slots__ = ("core", "deadline", "future", "local", "peer", "pending", "referrer", "ttl")
 
     def __init__(
         self,
@@ -124,12 +127,16 @@ class _Connect:
         self.ttl = ttl
         self.deadline = deadline
         self.future: Future[Address] = Future()
+        # The one request in flight (each step starts the next): what
+        # cancelling the future withdraws.
+        self.pending: Callable[[], None] | None = None
+        self.future.set_canceller(self._cancel)
 
     def start(self, now: float) -> None:
         if self.referrer is None:
             self._direct(now, None)
             return
-        self.core.request(
+        self.pending = self.core.request(
             _ping(self.core),
             self.referrer,
             lambda err, res, _s, t: self._on_referrer(err, res, t),
@@ -157,7 +164,7 @@ class _Connect:
             self.core.send_opener(self.peer, self.ttl)
         log.debug("connect %s: we are %s as %s", self.peer, "public" if public else "NATed", seen)
         assert self.referrer is not None
-        self.core.request(
+        self.pending = self.core.request(
             self.core.holepunch_request(self.peer),
             self.referrer,
             self._on_punch,
@@ -181,7 +188,7 @@ class _Connect:
             elif not self._expired(t):
                 self._fail(earlier if earlier is not None else err)
 
-        self.core.request(_ping(self.core), self.peer, done, now)
+        self.pending = self.core.request(_ping(self.core), self.peer, done, now)
 
     # -- endings ---------------------------------------------------------------
 
@@ -192,6 +199,14 @@ class _Connect:
             self._fail(RequestTimeout(f"connect to {self.peer.host}:{self.peer.port} timed out"))
             return True
         return False
+
+    def _cancel(self) -> None:
+        # Resolve first: the withdrawn request's callback then finds the
+        # flow over and starts no further step.
+        self._fail(RequestCancelled(f"connect to {self.peer.host}:{self.peer.port} cancelled"))
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending()
 
     def _resolve(self, addr: Address) -> None:
         if not self.future.done():

@@ -12,6 +12,12 @@ datagram's payload, which names its TTL. The answer is the smallest TTL
 that reached the address. None when that cannot be told: not Linux, no ICMP
 (a silent router or NAT), or no answer within ``wait`` seconds. The probes
 go no further than our own NAT, so they never reach the peer's.
+
+The I/O is split so that any waiting model can run it:
+:func:`nat_hop_probe` sends the probes, then yields the pauses it wants
+before each read of the answers; :func:`probe_nat_hops` (blocking) and
+:mod:`hyperdht.aio` (``await asyncio.sleep``) only differ in how they
+pause.
 """
 
 from __future__ import annotations
@@ -21,9 +27,16 @@ import logging
 import socket as _socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
-__all__ = ["probe_nat_hops", "MAX_PROBE_TTL"]
+__all__ = [
+    "MAX_PROBE_TTL",
+    "POLL_INTERVAL",
+    "Pause",
+    "nat_hop_probe",
+    "probe_nat_hops",
+    "run_blocking",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +55,27 @@ _PREFIX = b"hyperdht-ttl-probe:"
 _DISCARD_PORT = 9
 
 
-def probe_nat_hops(
+#: Seconds between two reads of the error queue while answers are awaited.
+POLL_INTERVAL = 0.002
+
+#: What :func:`nat_hop_probe` yields: the seconds to pause before the next
+#: read of the answers.
+Pause = float
+
+
+def nat_hop_probe(
     public_ip: str,
     *,
     ipv6: bool = False,
     max_ttl: int = MAX_PROBE_TTL,
     wait: float = 0.5,
-    pause: Callable[[float], object] = time.sleep,
-) -> int | None:
-    """Routers from this host up to and including the NAT that owns
-    ``public_ip`` (1 for a host right behind its home router), or None.
-
-    ``pause(seconds)`` waits between polls of the error queue (pass a
-    cooperative one under gevent). Never raises for network errors.
-    """
+) -> Generator[Pause, None, int | None]:
+    """The probe as steps, for any waiting model: sends the probes at once
+    (on the first ``next()``), then yields the seconds to pause before each
+    read of the answers, and returns the answer (as
+    :func:`probe_nat_hops`). The pause is the only wait: a blocking caller
+    sleeps, an asyncio one awaits ``asyncio.sleep``. Closing the generator
+    closes the probe's socket. Never raises for network errors."""
     family = _socket.AF_INET6 if ipv6 else _socket.AF_INET
     try:
         sock = _socket.socket(family, _socket.SOCK_DGRAM)
@@ -75,9 +95,53 @@ def probe_nat_hops(
         except OSError as exc:
             log.debug("NAT hop probe to %s not possible: %s", public_ip, exc)
             return None
-        return _collect(sock, max_ttl, wait, pause)
+        answers = _Answers()
+        deadline = time.monotonic() + wait
+        while True:
+            answers.read(sock)
+            hops = answers.hops()
+            if hops is not None:
+                return hops
+            if len(answers.expired) == max_ttl or time.monotonic() >= deadline:
+                log.debug("NAT hop probe: no answer (expired at %s)", sorted(answers.expired))
+                return None
+            yield POLL_INTERVAL
     finally:
         sock.close()
+
+
+def probe_nat_hops(
+    public_ip: str,
+    *,
+    ipv6: bool = False,
+    max_ttl: int = MAX_PROBE_TTL,
+    wait: float = 0.5,
+    pause: Callable[[float], object] = time.sleep,
+) -> int | None:
+    """Routers from this host up to and including the NAT that owns
+    ``public_ip`` (1 for a host right behind its home router), or None.
+
+    Blocks up to ``wait`` seconds; ``pause(seconds)`` waits between reads
+    of the error queue (pass a cooperative one under gevent).
+    :func:`nat_hop_probe` is the same probe for a caller that must not
+    block. Never raises for network errors.
+    """
+    return run_blocking(nat_hop_probe(public_ip, ipv6=ipv6, max_ttl=max_ttl, wait=wait), pause)
+
+
+def run_blocking(
+    steps: Generator[Pause, None, int | None], pause: Callable[[float], object]
+) -> int | None:
+    """Run :func:`nat_hop_probe`'s ``steps`` to the end, pausing with
+    ``pause(seconds)``; returns the answer."""
+    try:
+        while True:
+            pause(next(steps))
+    except StopIteration as stop:
+        result: int | None = stop.value
+        return result
+    finally:
+        steps.close()
 
 
 def _send(sock: _socket.socket, data: bytes, addr: tuple[str, int]) -> None:
@@ -99,35 +163,39 @@ _REPORTED = frozenset(
 )
 
 
-def _collect(
-    sock: _socket.socket, max_ttl: int, wait: float, pause: Callable[[float], object]
-) -> int | None:
-    expired: set[int] = set()
-    reached: set[int] = set()
-    deadline = time.monotonic() + wait
-    while True:
+class _Answers:
+    """The ICMP answers read so far: TTLs that expired, TTLs that arrived."""
+
+    __slots__ = ("expired", "reached")
+
+    def __init__(self) -> None:
+        self.expired: set[int] = set()
+        self.reached: set[int] = set()
+
+    def read(self, sock: _socket.socket) -> None:
+        """Drain ``sock``'s error queue (never blocks)."""
         while True:
             try:
                 data, ancdata, _flags, _addr = sock.recvmsg(512, 512, _MSG_ERRQUEUE)
             except BlockingIOError:
-                break
+                return
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    break
+                    return
                 continue  # a pending error reported once: read the queue again
             ttl = _probe_ttl(data)
             kind = _icmp_kind(ancdata)
             if ttl is None or kind is None:
                 continue
-            (expired if kind == "expired" else reached).add(ttl)
-        if reached:
-            first = min(reached)
-            if all(t in expired for t in range(1, first)):
+            (self.expired if kind == "expired" else self.reached).add(ttl)
+
+    def hops(self) -> int | None:
+        """The smallest TTL that arrived, once every smaller one expired."""
+        if self.reached:
+            first = min(self.reached)
+            if all(t in self.expired for t in range(1, first)):
                 return first
-        if len(expired) == max_ttl or time.monotonic() >= deadline:
-            log.debug("NAT hop probe: no answer (expired at %s)", sorted(expired))
-            return None
-        pause(0.002)
+        return None
 
 
 def _probe_ttl(data: bytes) -> int | None:

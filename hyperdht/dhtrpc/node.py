@@ -10,24 +10,24 @@ from __future__ import annotations
 import logging
 import socket as _socket
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Generator, Iterable
+from typing import Any, TypeVar
 
 from ..addressing import DEFAULT_PORT, parse_address, resolve_address
 from ..arguments import check_id, check_port, check_positive_int, check_positive_number
 from ..drivers import create_driver
 from ..drivers.base import Driver, SocketLike
-from ..errors import ArgumentError, ClosedError, HyperDHTError, RequestTimeout, StateError
+from ..errors import ArgumentError, ClosedError, RequestTimeout, StateError
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node
 from .connect import WILDCARD_HOSTS
 from .core import DEFER, DHTCore
-from .natprobe import probe_nat_hops
+from .natprobe import nat_hop_probe
 from .query import Query, QueryOptions
 from .stream import QueryStream
 from .types import IncomingQuery, QueryResponse, RemoteNode, Stats
 
-__all__ = ["DHT", "QueryHandler", "DatagramHandler"]
+__all__ = ["DHT", "QueryHandler", "DatagramHandler", "MeasurementSteps", "Step"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 QueryHandler = Callable[[RemoteNode, IncomingQuery], "bytes | None"]
 #: ``handler(data, address)`` for application datagrams.
 DatagramHandler = Callable[[bytes, Address], None]
+#: A step of work that must wait (see :meth:`DHT.run_steps`): a core
+#: future to wait for, or a number of seconds to pause.
+Step = Future[Any] | float
+#: The opener-TTL measurement as steps (:meth:`DHT.opener_ttl_measurement`).
+MeasurementSteps = Generator[Step, None, None]
+
+T = TypeVar("T")
 
 
 def _parse_nodes(nodes: Iterable[Any]) -> list[Node]:
@@ -131,6 +138,13 @@ class DHT:
         self._close_lock = threading.Lock()
         self._ready: Query | None = None
         self._probed_for: str | None = None
+        #: How the background opener-TTL measurement runs:
+        #: ``measurement_scheduler(steps)`` with the generator of
+        #: :meth:`opener_ttl_measurement`. By default a blocking run of it
+        #: on the driver (``driver.spawn``). Another waiting model replaces
+        #: it before the first datagram can arrive (:mod:`hyperdht.aio`
+        #: runs the steps as an asyncio task, with no thread).
+        self.measurement_scheduler: Callable[[MeasurementSteps], None] = self._spawn_measurement
         self._driver.start(self._core)
         if boot or restored:
             with self._driver.locked():
@@ -140,7 +154,7 @@ class DHT:
                     # Measure the opener TTL as soon as we know our public
                     # address, off the receive path.
                     pong.add_done_callback(
-                        lambda _: self._driver.spawn(self._measure_opener_ttl, None)
+                        lambda _: self.measurement_scheduler(self.opener_ttl_measurement(None))
                     )
 
     def _setup_core(self, core: DHTCore) -> None:
@@ -282,6 +296,31 @@ class DHT:
         ``timeout`` seconds (default: about 10 request timeouts), and
         ArgumentError for a bad address, ``opener_ttl`` or ``timeout``.
         """
+        fut = self.run_steps(
+            self.connect_steps(peer, referrer, timeout=timeout, opener_ttl=opener_ttl)
+        )
+        cap = self._timeout * 10 if timeout is None else timeout
+        if not self._driver.wait(fut, cap):
+            p = self._addr(peer, "peer")
+            with self._driver.locked():
+                if not fut.done():
+                    fut.set_exception(RequestTimeout(f"connect to {p.host}:{p.port} timed out"))
+        result: Address = fut.result()
+        return result
+
+    def connect_steps(
+        self,
+        peer: str | tuple[str, int],
+        referrer: str | tuple[str, int] | None = None,
+        *,
+        timeout: float | None = None,
+        opener_ttl: int | None = None,
+    ) -> Generator[Step, None, Future[Address]]:
+        """:meth:`connect`'s work for any waiting model: checks the
+        arguments at once (raising as :meth:`connect` does), then returns
+        the steps (see :meth:`run_steps`) of the opener-TTL measurement
+        when ``opener_ttl`` is None, after which the generator returns the
+        core's connect future, started. :mod:`hyperdht.aio` awaits both."""
         self._check_open()
         p = self._addr(peer, "peer")
         r = None if referrer is None else self._addr(referrer, "referrer")
@@ -290,8 +329,18 @@ class DHT:
         local = self._local_address(r or p)
         if r is not None and r == self.address and local is not None:
             r = local  # our own address, as a lookup gives it for our own stored peers
+        return self._connect_steps(p, r, local, timeout, opener_ttl)
+
+    def _connect_steps(
+        self,
+        p: Address,
+        r: Address | None,
+        local: Address | None,
+        timeout: float | None,
+        opener_ttl: int | None,
+    ) -> Generator[Step, None, Future[Address]]:
         if opener_ttl is None:
-            self._measure_opener_ttl(r)
+            yield from self.opener_ttl_measurement(r)
         with self._driver.locked():
             if local is not None:
                 self._core.local_address = local
@@ -303,24 +352,43 @@ class DHT:
                 opener_ttl=opener_ttl,
                 timeout=timeout,
             )
-        cap = self._timeout * 10 if timeout is None else timeout
-        if not self._driver.wait(fut, cap):
-            with self._driver.locked():
-                if not fut.done():
-                    fut.set_exception(RequestTimeout(f"connect to {p.host}:{p.port} timed out"))
-        result: Address = fut.result()
-        return result
+        return fut
 
-    def _measure_opener_ttl(self, referrer: Address | None) -> None:
-        """Set the core's opener TTL to (routers up to our outermost NAT)
-        + 1, measured once per public address (see
-        :mod:`hyperdht.dhtrpc.natprobe`); a ping to ``referrer`` first if
-        we do not know our public address yet."""
+    def run_steps(self, steps: Generator[Step, None, T]) -> T:
+        """Run ``steps`` to the end, blocking, and return what the
+        generator returns. Each step is a core :class:`Future` (waited for,
+        about 20 request timeouts at most) or a number of seconds to pause
+        (waited on the driver, so cooperatively under gevent)."""
+        never: Future[None] = Future()
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, Future):
+                    self._driver.wait(step, self._timeout * 20 + 10)
+                else:
+                    self._driver.wait(never, step)
+                step = steps.send(None)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        finally:
+            steps.close()
+
+    def opener_ttl_measurement(self, referrer: Address | None) -> MeasurementSteps:
+        """The steps (see :meth:`run_steps`) that set the core's opener
+        TTL to (routers up to our outermost NAT) + 1, measured once per
+        public address (see :mod:`hyperdht.dhtrpc.natprobe`); a ping to
+        ``referrer`` first if we do not know our public address yet. It
+        never fails: what cannot be measured leaves the TTL as it is. For
+        another waiting model; see also :attr:`measurement_scheduler`."""
         core = self._core
         if core.natted is None and referrer is not None and referrer != core.local_address:
-            try:
-                self.ping(referrer)
-            except HyperDHTError:
+            if self._closed:
+                return
+            with self._driver.locked():
+                pong = core.ping(referrer, now=self._driver.now())
+            yield pong
+            if not pong.done() or pong.exception() is not None:
                 return
         observed = core.observed
         if self._closed or core.natted is not True or observed is None:
@@ -328,7 +396,7 @@ class DHT:
         if observed.host == self._probed_for:
             return
         self._probed_for = observed.host
-        hops = self._nat_hops(observed.host)
+        hops = yield from self._nat_hops(observed.host)
         if hops is not None:
             log.debug(
                 "our NAT (%s) is %d router(s) away: opener TTL %d", observed.host, hops, hops + 1
@@ -336,17 +404,17 @@ class DHT:
             with self._driver.lock:
                 core.opener_ttl = min(hops + 1, 255)
 
-    def _nat_hops(self, public_ip: str) -> int | None:
+    def _spawn_measurement(self, steps: MeasurementSteps) -> None:
+        self._driver.spawn(self.run_steps, steps)
+
+    def _nat_hops(self, public_ip: str) -> Generator[float, None, int | None]:
         oracle = getattr(self._driver, "nat_hops", None)
         if callable(oracle):  # the simulator knows its topology
             hops: int | None = oracle(public_ip)
             return hops
         if getattr(self._driver, "socket", None) is None:
             return None
-        never: Future[None] = Future()
-        return probe_nat_hops(
-            public_ip, ipv6=self._core.ipv6, pause=lambda s: self._driver.wait(never, s)
-        )
+        return (yield from nat_hop_probe(public_ip, ipv6=self._core.ipv6))
 
     def _local_address(self, towards: Address | None) -> Address | None:
         """Our socket's address with a concrete host: the bound one, or
