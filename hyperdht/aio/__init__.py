@@ -11,7 +11,9 @@ iterators of the same response objects, and handlers may be ``async def``::
         await node.ready()
         await node.announce_discard(key)
         async for response in node.lookup(key):
-            print(response.node, response.peers)
+            for peer in response.peers:
+                addr = await node.connect(peer, response.node)   # through NATs
+                node.send_datagram(b"hello", addr)
 
 Cancelling a task that awaits a request or iterates a stream cancels that
 request or query, and nothing else. :func:`run_network` runs such a

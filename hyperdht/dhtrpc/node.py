@@ -286,9 +286,8 @@ class DHT:
         address: probes to our own public address, whose ICMP answers
         (Linux ``IP_RECVERR``) say how many routers away the NAT that owns
         it is (a carrier-grade NAT counts); 2 when that cannot be told;
-        ``opener_ttl`` overrides it.
-        then the referrer forwards a ping to the peer, whose answer opens
-        its NAT and comes in through ours. A direct ping is only tried
+        ``opener_ttl`` overrides it. Then the referrer forwards a ping to
+        the peer, whose answer opens its NAT and comes in through ours. A direct ping is only tried
         after that (it would make a Linux NAT remap the peer's answer). No
         referrer: just a direct ping.
 
