@@ -307,6 +307,46 @@ async def test_mixed_network_announce_lookup_unannounce(mixed: Mixed) -> None:
         assert bad == {}, p
 
 
+async def test_node_peers_survive_everything_python_sends(
+    mixed: Mixed, aio_node: AioNodeFactory
+) -> None:
+    """asyncio nodes use every feature against the mixed network; no Node.js
+    peer throws, and no asyncio node drops anything a Node.js peer sent as
+    undecodable."""
+    key = os.urandom(32)
+
+    async def drain(stream: Any) -> None:
+        await asyncio.wait_for(collect_stream(stream), TIMEOUT)
+
+    for n in mixed.node:
+        await call(n, "handle", kind="query", command="echo", echo=True)
+        await call(n, "handle", kind="update", command="echo", reply=b"")
+    for i, p in enumerate(mixed.py):
+        await asyncio.wait_for(p.bootstrap(), TIMEOUT)
+        for n in mixed.node_all:
+            await asyncio.wait_for(p.ping(n.addr), TIMEOUT)
+        await announce(p, key, port=3000 + i, local=(f"10.1.{i}.1", 4000 + i))
+        await lookup(p, key, local=("10.1.200.200", 0))
+        await drain(p.query("echo", key, b"\x00" * i))
+        await drain(p.update("echo", key, bytes(range(i))))
+        await drain(p.query("nobody-handles-this", os.urandom(32)))
+        await drain(p.query("_find_node", os.urandom(32)))
+    # Hole punches through every Node.js peer to an asyncio node.
+    a, b = mixed.py[0], mixed.py[1]
+    for n in mixed.node_all:
+        assert addr(await asyncio.wait_for(a.holepunch(addr(b), n.addr), TIMEOUT)) == addr(b)
+    eph = aio_node(bootstrap=[mixed.bootstrap], ephemeral=True)
+    await wait_ready([eph])
+    await lookup(eph, key)
+    for i, p in enumerate(mixed.py):
+        await unannounce(p, key, port=3000 + i, local=(f"10.1.{i}.1", 4000 + i))
+
+    assert await asyncio.to_thread(uncaught, mixed.node_all) == {}
+    for p in [*mixed.py, eph]:
+        bad = {k: v for k, v in p.stats.drops.items() if k != "unmatched_response"}
+        assert bad == {}, p
+
+
 # ------------------------------------------------- 4. port and localAddress
 
 
@@ -633,15 +673,21 @@ async def test_forwarded_ping_keeps_only_a_valid_token(
     reason="hyperdht.aio.AsyncDHT.connect does not exist yet (the blocking "
     "HyperDHT.connect is covered by test_connect_interop.py)",
 )
-async def test_connect_through_a_node_referrer(
-    node_peer: NodePeerFactory, aio_node: AioNodeFactory
+@pytest.mark.parametrize(("referrer_kind", "target_kind"), [("node", "python"), ("python", "node")])
+async def test_connect_through_a_referrer(
+    referrer_kind: str, target_kind: str, node_peer: NodePeerFactory, aio_node: AioNodeFactory
 ) -> None:
-    """``await AsyncDHT.connect(peer, referrer)`` on loopback (no NAT): the
-    peer answers from its own address, through a Node.js referrer."""
-    referrer = await spawn(node_peer)
-    target = await spawn(node_peer, bootstrap=[referrer])
-    p = aio_node(bootstrap=[referrer])
-    await wait_ready([p])
-    connect = getattr(p, "connect")  # noqa: B009 - absent from older trees
-    got = await asyncio.wait_for(connect(addr(target), addr(referrer)), TIMEOUT)
+    """``await AsyncDHT.connect(peer, referrer)``, as test_connect_interop.py
+    does it blocking: on loopback we are public, so no opener, one punch
+    through the referrer, and the answer comes from the target itself."""
+    referrer = await start(referrer_kind, node_peer, aio_node)
+    target = await start(target_kind, node_peer, aio_node, bootstrap=[referrer])
+    requester = aio_node(bootstrap=[referrer])
+    await wait_ready([target, requester])
+    got = await asyncio.wait_for(requester.connect(addr(target), addr(referrer)), TIMEOUT)
     assert addr(got) == addr(target)
+    assert requester.core.natted is False
+    if isinstance(referrer, NodePeer):
+        assert len((await call(referrer, "events", event="holepunch"))["events"]) == 1
+    else:
+        assert referrer.stats.forwarded == 1
