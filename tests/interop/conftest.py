@@ -4,19 +4,22 @@ Every Node.js fixture here depends on ``node_env``: without Node.js or
 without the pinned packages (``npm ci --prefix reference``) the test is
 skipped locally and fails under ``CI=true``. ``py_node`` starts Python
 nodes (:class:`hyperdht.HyperDHT` on 127.0.0.1, thread backend: the tests
-block on Node.js replies in ordinary threads) and closes them at teardown.
+block on Node.js replies in ordinary threads) and closes them at teardown;
+``aio_node`` does the same for :class:`hyperdht.aio.AsyncHyperDHT` nodes
+(``test_interop_aio.py``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import pytest
 from nodepeer import NodePeer, NodePeerFactory, NodeProcess, NodeSwarm, node_available
 
 from hyperdht import HyperDHT
+from hyperdht.aio import AsyncDHT, AsyncHyperDHT
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -103,3 +106,39 @@ def py_node() -> Iterator[PyNodeFactory]:
     factory = PyNodeFactory()
     yield factory
     factory.close_all()
+
+
+class AioNodeFactory:
+    """``factory(bootstrap=[...], **kw)`` starts a
+    :class:`hyperdht.aio.AsyncHyperDHT` on 127.0.0.1 on the running event
+    loop (call it inside the test's coroutine); bootstrap entries as for
+    :class:`PyNodeFactory`, AsyncDHTs too. Every node started is closed at
+    teardown."""
+
+    def __init__(self) -> None:
+        self.started: list[AsyncDHT] = []
+
+    @staticmethod
+    def address_of(b: Any) -> Any:
+        if isinstance(b, AsyncDHT):
+            return (b.address.host, b.address.port)
+        return PyNodeFactory.address_of(b)
+
+    def __call__(self, *, bootstrap: Iterable[Any] = (), **kwargs: Any) -> AsyncHyperDHT:
+        kwargs.setdefault("host", "127.0.0.1")
+        node = AsyncHyperDHT(bootstrap=[self.address_of(b) for b in bootstrap], **kwargs)
+        self.started.append(node)
+        return node
+
+    async def close_all(self) -> None:
+        for node in reversed(self.started):
+            await node.close()
+
+
+@pytest.fixture
+async def aio_node() -> AsyncIterator[AioNodeFactory]:
+    """Factory for asyncio Python nodes (:class:`AioNodeFactory`); all closed
+    at teardown, in the test's event loop."""
+    factory = AioNodeFactory()
+    yield factory
+    await factory.close_all()
