@@ -668,11 +668,6 @@ async def test_forwarded_ping_keeps_only_a_valid_token(
 # ------------------------------------------------------------ 7. connect()
 
 
-@pytest.mark.skipif(
-    not hasattr(AsyncDHT, "connect"),
-    reason="hyperdht.aio.AsyncDHT.connect does not exist yet (the blocking "
-    "HyperDHT.connect is covered by test_connect_interop.py)",
-)
 @pytest.mark.parametrize(("referrer_kind", "target_kind"), [("node", "python"), ("python", "node")])
 async def test_connect_through_a_referrer(
     referrer_kind: str, target_kind: str, node_peer: NodePeerFactory, aio_node: AioNodeFactory
