@@ -17,7 +17,7 @@ nat_b="linux")``:
 
 The observations are printed with ``-s`` and kept in the junit XML.  The
 Node-referrer cell runs on every backend (about 12 s); the Node-peer cells,
-where a failing run waits out connect()'s 10 s cap, run 3 times each and on
+where a failing run waits out connect()'s 10 s cap, run once each and on
 the thread backend only, unless ``HYPERDHT_NETNS_FULL_MATRIX=1`` (5 runs,
 every backend).
 """
@@ -45,9 +45,10 @@ from .lab import LabBase, LabProcess, RoutedLab, leftover_namespaces, own_prefix
 FULL = os.environ.get("HYPERDHT_NETNS_FULL_MATRIX", "") in ("1", "true", "yes")
 BOOTSTRAP_PORT = 49737
 RUNS = 10
-#: Runs per Node-peer cell: 3 (a failing run waits out connect()'s 10 s cap),
-#: 5 with ``HYPERDHT_NETNS_FULL_MATRIX=1``.
-PEER_RUNS = 5 if FULL else 3
+#: Runs per Node-peer cell: 1 in the default suite (a failing run waits out
+#: connect()'s 10 s cap, and the cells are record-only: NAT-REPORT.md has
+#: the 5- and 3-run figures), 5 with ``HYPERDHT_NETNS_FULL_MATRIX=1``.
+PEER_RUNS = 5 if FULL else 1
 SILENCE = 2.0
 INTEROP = Path(__file__).resolve().parent.parent / "interop"
 PINNED = {"hyperdht": "1.3.0", "dht-rpc": "2.3.0"}
