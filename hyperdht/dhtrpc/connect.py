@@ -45,6 +45,8 @@ from ..future import Future
 from ..ipencoding import Address
 
 if TYPE_CHECKING:
+    # Annotations only: the core imports this module to run connect(), and
+    # the flow here drives the core it is handed through its public members.
     from .core import DHTCore
 
 __all__ = ["DEFAULT_OPENER_TTL", "WILDCARD_HOSTS", "start_connect", "opener_datagram"]
