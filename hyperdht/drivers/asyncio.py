@@ -40,26 +40,23 @@ import contextlib
 import logging
 import socket as _socket
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArgumentError, ArgumentTypeError, ClosedError, StateError
-from .base import Driver, Endpoint, SocketLike
+from .base import Endpoint, SocketLike
 from .socket import (
     MAX_SLEEP,
     RECV_BATCH,
     RECV_BUFSIZE,
     TIMER_ERROR_BACKOFF,
+    SocketEndpointDriver,
     bind_udp,
-    send_datagrams,
     sockname_address,
 )
 
 if TYPE_CHECKING:
-    from ..datagram import Datagram
     from ..future import Future
-    from ..ipencoding import Address
 
 __all__ = ["AsyncioDriver", "LOOP_CALL_TIMEOUT", "LoopBackend"]
 
@@ -119,7 +116,7 @@ class LoopBackend:
         self.loop.close()
 
 
-class AsyncioDriver(Driver):
+class AsyncioDriver(SocketEndpointDriver):
     """Runs one endpoint on one UDP socket from an asyncio event loop.
 
     ``host``/``port``/``ipv6`` say where to bind a new socket (``port=0``
@@ -155,22 +152,12 @@ class AsyncioDriver(Driver):
                 raise ArgumentTypeError("socket: needs fileno() and setblocking()")
             if sock.fileno() < 0:
                 raise ArgumentError("socket: the socket is closed")
-        #: Re-entrant lock serialising every call into the endpoint (the
-        #: loop's callbacks and any worker thread using the blocking API).
-        self.lock: Any = threading.RLock()
-        #: Datagrams ``sendto`` refused (each is dropped and logged at debug).
-        self.send_errors = 0
-        #: Exceptions the endpoint raised in the reader or timer callback.
-        self.endpoint_errors = 0
-        self._sock = sock
-        self._owned = owned
+        # The lock serialises the loop's callbacks and any worker thread
+        # using the blocking API.
+        super().__init__(sock, owned=owned, lock=threading.RLock())
         self._saved_timeout: float | None = None
-        self._address = sockname_address(sock.getsockname())
-        self._endpoint: Endpoint | None = None
-        self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._closing = False
         self._reading = False
         self._waiters: set[threading.Event] = set()
         self._spawned: set[asyncio.Future[Any]] = set()
@@ -178,28 +165,9 @@ class AsyncioDriver(Driver):
     # -- transport ------------------------------------------------------------
 
     @property
-    def address(self) -> Address:
-        """The local (host, port) the socket is bound to."""
-        return self._address
-
-    @property
-    def socket(self) -> Any:
-        """The socket the driver reads and sends on."""
-        return self._sock
-
-    @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The event loop the driver runs on."""
         return self._loop
-
-    @property
-    def closing(self) -> bool:
-        """Whether :meth:`close` has been called."""
-        return self._closing
-
-    def now(self) -> float:
-        """Seconds on :func:`time.monotonic`."""
-        return time.monotonic()
 
     def start(self, endpoint: Endpoint) -> None:
         """Watch the socket and arm the timer for ``endpoint``, then flush
@@ -219,34 +187,17 @@ class AsyncioDriver(Driver):
         self._in_loop(self._loop.add_reader, sock.fileno(), self._on_readable, endpoint)
         self.flush()
 
-    def send_datagrams(self, datagrams: Sequence[Datagram]) -> None:
-        """Send on the socket with per-datagram options; failures (a full
-        send buffer included) are counted in ``send_errors``, never raised."""
-        self.send_errors += send_datagrams(self._sock, datagrams)
-
-    def flush(self) -> None:
-        """Send the endpoint's queued datagrams and re-arm the timer if the
-        deadline moved earlier (from another thread: through
-        ``call_soon_threadsafe``). A no-op before ``start()`` and after
-        ``close()``."""
-        with self.lock:
-            endpoint = self._endpoint
-            if endpoint is None or self._closing:
-                return
-            datagrams = endpoint.datagrams_to_send()
-            if datagrams:
-                self.send_datagrams(datagrams)
-            deadline = self._deadline = endpoint.get_timer()
-            if deadline is None:
-                return
-            at = self._timer_at
-            if at is not None and at <= deadline:
-                return
-            if self._on_loop():
-                self._arm(deadline)
-            else:
-                self._timer_at = deadline
-                self._loop.call_soon_threadsafe(self._arm_later)
+    def _deadline_changed(self, old: float | None, deadline: float) -> None:
+        # Re-arm if the deadline moved earlier than the armed timer; from
+        # another thread, through call_soon_threadsafe.
+        at = self._timer_at
+        if at is not None and at <= deadline:
+            return
+        if self._on_loop():
+            self._arm(deadline)
+        else:
+            self._timer_at = deadline
+            self._loop.call_soon_threadsafe(self._arm_later)
 
     def close(self) -> None:
         """Stop watching the socket, cancel the timer and spawned work,
@@ -410,19 +361,3 @@ class AsyncioDriver(Driver):
                 # Back off so an endpoint stuck on an overdue deadline cannot spin.
                 self._arm(now + TIMER_ERROR_BACKOFF)
             self._safe_flush()
-
-    def _run_spawned(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("spawned %r raised", fn)
-
-    def _safe_flush(self) -> None:
-        try:
-            self.flush()
-        except Exception:
-            self._endpoint_error("datagrams_to_send/get_timer")
-
-    def _endpoint_error(self, what: str) -> None:
-        self.endpoint_errors += 1
-        log.exception("endpoint.%s raised (driver on %s)", what, self._address)

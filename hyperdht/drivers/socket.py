@@ -1,8 +1,13 @@
-"""What the socket drivers (thread, gevent) share, written once.
+"""What the socket drivers share, written once.
 
-:class:`SocketDriver` owns a driver's state (socket, lock, endpoint,
-deadline, counters, waiters) and implements everything that does not depend
-on how the driver runs code concurrently:
+:class:`SocketEndpointDriver` is what every driver of a real UDP socket
+shares, the asyncio driver included: the socket and its address, the lock,
+the endpoint and its deadline, the counters, sending with per-datagram
+options, ``flush()`` and the accounting of errors. The thread and gevent
+drivers share more, in its subclass :class:`SocketDriver`:
+
+:class:`SocketDriver` adds the waiters and implements everything that does
+not depend on how the driver runs code concurrently:
 
 * ``start()``'s guards, ``flush()``, ``send_datagrams()``, ``wait()``,
   ``spawn()``'s guard and the logging of a spawned callable's exception;
@@ -52,6 +57,7 @@ __all__ = [
     "TIMER_ERROR_BACKOFF",
     "NextDatagram",
     "SocketDriver",
+    "SocketEndpointDriver",
     "bind_udp",
     "send_datagrams",
     "send_with_ttl",
@@ -156,7 +162,99 @@ def send_with_ttl(sock: Any, data: bytes, addr: Any, ttl: int) -> None:
         sock.setsockopt(level, option, previous)
 
 
-class SocketDriver(Driver):
+class SocketEndpointDriver(Driver):
+    """What every driver that runs an endpoint on a real UDP socket shares,
+    whatever runs its code (threads, greenlets, an event loop): the socket
+    and its address, the lock, the endpoint and its deadline, the closing
+    flag, the counters, sending with per-datagram options, ``flush()``, and
+    the accounting of exceptions raised by the endpoint or spawned work.
+
+    A subclass says what to do when ``flush()`` finds a new deadline
+    (:meth:`_deadline_changed`) and supplies the rest of the contract.
+
+    ``send_errors`` counts datagrams ``sendto`` refused; ``endpoint_errors``
+    counts exceptions raised by the endpoint inside the driver's receiver or
+    timer (each is logged and the driver goes on).
+    """
+
+    def __init__(self, sock: Any, *, owned: bool, lock: Any) -> None:
+        #: Re-entrant lock serialising every call into the endpoint.
+        self.lock: Any = lock
+        #: Datagrams ``sendto`` refused (each is dropped and logged at debug).
+        self.send_errors = 0
+        #: Exceptions the endpoint raised in the receiver or timer.
+        self.endpoint_errors = 0
+        self._sock = sock
+        self._owned = owned
+        self._address = sockname_address(sock.getsockname())
+        self._endpoint: Endpoint | None = None
+        self._deadline: float | None = None
+        self._closing = False
+
+    @property
+    def address(self) -> Address:
+        """The local (host, port) the socket is bound to."""
+        return self._address
+
+    @property
+    def socket(self) -> Any:
+        """The socket the driver reads and sends on (e.g. to set options);
+        see the driver's module docstring for caller-supplied sockets."""
+        return self._sock
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closing
+
+    def now(self) -> float:
+        """Seconds on :func:`time.monotonic`."""
+        return time.monotonic()
+
+    def send_datagrams(self, datagrams: Sequence[Datagram]) -> None:
+        """Send on the socket with per-datagram options; failures (a full
+        send buffer included) are counted in ``send_errors``, never raised."""
+        self.send_errors += send_datagrams(self._sock, datagrams)
+
+    def flush(self) -> None:
+        """Send the endpoint's queued datagrams, then let the timer know of
+        the endpoint's deadline (:meth:`_deadline_changed`). A no-op before
+        ``start()`` and after ``close()``."""
+        with self.lock:
+            endpoint = self._endpoint
+            if endpoint is None or self._closing:
+                return
+            datagrams = endpoint.datagrams_to_send()
+            if datagrams:
+                self.send_datagrams(datagrams)
+            old = self._deadline
+            deadline = self._deadline = endpoint.get_timer()
+            if deadline is not None:
+                self._deadline_changed(old, deadline)
+
+    @abc.abstractmethod
+    def _deadline_changed(self, old: float | None, deadline: float) -> None:
+        """``flush()`` found ``deadline`` (it was ``old``): re-arm the timer
+        if it must fire earlier. Called with the lock held."""
+
+    def _run_spawned(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("spawned %r raised", fn)
+
+    def _safe_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            self._endpoint_error("datagrams_to_send/get_timer")
+
+    def _endpoint_error(self, what: str) -> None:
+        self.endpoint_errors += 1
+        log.exception("endpoint.%s raised (driver on %s)", what, self._address)
+
+
+class SocketDriver(SocketEndpointDriver):
     """The shared implementation of the thread and gevent drivers (see the
     module docstring for what it does and what a subclass supplies).
 
@@ -179,44 +277,13 @@ class SocketDriver(Driver):
         lock: Any,
         restore_timeout: tuple[Any, float | None] | None = None,
     ) -> None:
-        #: Re-entrant lock serialising every call into the endpoint.
-        self.lock: Any = lock
-        #: Datagrams ``sendto`` refused (each is dropped and logged at debug).
-        self.send_errors = 0
-        #: Exceptions the endpoint raised in the receiver or timer.
-        self.endpoint_errors = 0
-        self._sock = sock
-        self._owned = owned
+        super().__init__(sock, owned=owned, lock=lock)
         self._restore_timeout = restore_timeout
-        self._address = sockname_address(sock.getsockname())
-        self._endpoint: Endpoint | None = None
-        self._deadline: float | None = None
-        self._closing = False
         self._waiters: set[Event] = set()
         # Set to make the timer re-read the deadline (see _timer_loop).
         self._timer_wake: Event = self.new_event()
 
     # -- transport ------------------------------------------------------------
-
-    @property
-    def address(self) -> Address:
-        """The local (host, port) the socket is bound to."""
-        return self._address
-
-    @property
-    def socket(self) -> Any:
-        """The socket the driver reads and sends on (e.g. to set options);
-        see the driver's module docstring for caller-supplied sockets."""
-        return self._sock
-
-    @property
-    def closing(self) -> bool:
-        """Whether :meth:`close` has been called."""
-        return self._closing
-
-    def now(self) -> float:
-        """Seconds on :func:`time.monotonic`."""
-        return time.monotonic()
 
     def start(self, endpoint: Endpoint) -> None:
         """Start the receiver and the timer for ``endpoint``, then flush
@@ -236,27 +303,9 @@ class SocketDriver(Driver):
             self._launch(f"hyperdht-timer-{port}", self._timer_loop, endpoint)
             self.flush()
 
-    def send_datagrams(self, datagrams: Sequence[Datagram]) -> None:
-        """Send on the socket with per-datagram options; failures are
-        counted in ``send_errors``, never raised."""
-        self.send_errors += send_datagrams(self._sock, datagrams)
-
-    def flush(self) -> None:
-        """Send the endpoint's queued datagrams and wake the timer if the
-        deadline moved earlier. A no-op before ``start()`` and after
-        ``close()``."""
-        with self.lock:
-            endpoint = self._endpoint
-            if endpoint is None or self._closing:
-                return
-            datagrams = endpoint.datagrams_to_send()
-            if datagrams:
-                self.send_datagrams(datagrams)
-            deadline = endpoint.get_timer()
-            old = self._deadline
-            self._deadline = deadline
-            if deadline is not None and (old is None or deadline < old):
-                self._timer_wake.set()
+    def _deadline_changed(self, old: float | None, deadline: float) -> None:
+        if old is None or deadline < old:
+            self._timer_wake.set()
 
     def close(self) -> None:
         """Stop the receiver, the timer and spawned work (see the backend
@@ -421,19 +470,3 @@ class SocketDriver(Driver):
         except Exception:
             if not self._closing:
                 log.exception("timer of %s stopped", self._address)
-
-    def _run_spawned(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("spawned %r raised", fn)
-
-    def _safe_flush(self) -> None:
-        try:
-            self.flush()
-        except Exception:
-            self._endpoint_error("datagrams_to_send/get_timer")
-
-    def _endpoint_error(self, what: str) -> None:
-        self.endpoint_errors += 1
-        log.exception("endpoint.%s raised (driver on %s)", what, self._address)
