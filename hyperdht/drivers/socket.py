@@ -3,11 +3,10 @@
 :class:`SocketEndpointDriver` is what every driver of a real UDP socket
 shares, the asyncio driver included: the socket and its address, the lock,
 the endpoint and its deadline, the counters, sending with per-datagram
-options, ``flush()`` and the accounting of errors. The thread and gevent
-drivers share more, in its subclass :class:`SocketDriver`:
-
-:class:`SocketDriver` adds the waiters and implements everything that does
-not depend on how the driver runs code concurrently:
+options, ``flush()`` and the accounting of errors. Its subclass
+:class:`SocketDriver`, the base of the thread and gevent drivers, adds the
+waiters and implements everything that does not depend on how the driver
+runs code concurrently:
 
 * ``start()``'s guards, ``flush()``, ``send_datagrams()``, ``wait()``,
   ``spawn()``'s guard and the logging of a spawned callable's exception;
