@@ -203,7 +203,7 @@ class SocketEndpointDriver(Driver):
 
     @property
     def closing(self) -> bool:
-        """Whether :meth:`close` has been called."""
+        """Whether ``close()`` has been called."""
         return self._closing
 
     def now(self) -> float:
