@@ -78,6 +78,7 @@ hyperdht_api_modules = [
     "hyperdht.testing.host",
     "hyperdht.testing.driver",
     "hyperdht.testing.natsocket",
+    "hyperdht.testing.faults",
     "hyperdht.cli",
     "hyperdht.cli.node",
     "hyperdht.cli.swarm",
