@@ -52,6 +52,7 @@ from .socket import (
     TIMER_ERROR_BACKOFF,
     SocketEndpointDriver,
     bind_udp,
+    drain_error_queue,
     sockname_address,
 )
 
@@ -312,10 +313,12 @@ class AsyncioDriver(SocketEndpointDriver):
             if self._closing:
                 return
             now = self.now()
-            for _ in range(RECV_BATCH):
+            for i in range(RECV_BATCH):
                 try:
                     data, addr = recvfrom(RECV_BUFSIZE)
                 except (BlockingIOError, InterruptedError):
+                    if i == 0:  # readable for nothing: a queued ICMP error?
+                        drain_error_queue(self._sock)
                     break
                 except OSError as exc:  # an ICMP error reported on the socket
                     log.debug("recvfrom on %s failed: %s", self._address, exc)

@@ -52,7 +52,7 @@ from typing import Any
 
 from ..errors import ArgumentError
 from .base import Event, SocketLike
-from .socket import RECV_BUFSIZE, NextDatagram, SocketDriver, bind_udp
+from .socket import RECV_BUFSIZE, NextDatagram, SocketDriver, bind_udp, drain_error_queue
 
 __all__ = ["GeventDriver"]
 
@@ -130,10 +130,29 @@ class GeventDriver(SocketDriver):
         # without blocking (the gevent socket's own non-blocking socket), so
         # a burst costs one lock hold and one flush, like the thread driver.
         raw = getattr(sock, "_sock", None)
-        drain = None
-        if isinstance(sock, gevent.socket.socket) and raw is not None and raw.gettimeout() == 0.0:
-            drain = raw.recvfrom
-        return next_datagram, drain
+        if not (
+            isinstance(sock, gevent.socket.socket) and raw is not None and raw.gettimeout() == 0.0
+        ):
+            return next_datagram, None
+        drain = raw.recvfrom
+        fileno = sock.fileno()
+        wait_read = gevent.socket.wait_read
+
+        # Read the raw socket ourselves rather than through the gevent
+        # socket, whose recvfrom would spin while a queued ICMP error
+        # (IP_RECVERR) keeps the descriptor readable with nothing to read.
+        def next_raw() -> tuple[bytes, Any] | None:
+            try:
+                result: tuple[bytes, Any] = drain(RECV_BUFSIZE)
+            except BlockingIOError:
+                drain_error_queue(raw)
+                wait_read(fileno)
+                return None
+            except ConnectionError:  # an ICMP error (IP_RECVERR)
+                return None
+            return result
+
+        return next_raw, drain
 
     def _launch(self, name: str, fn: Callable[..., object], *args: Any) -> None:
         greenlet = gevent.Greenlet(fn, *args)
@@ -169,6 +188,7 @@ class _WaitReadSocket:
                 result: tuple[bytes, Any] = inner.recvfrom(bufsize)
                 return result
             except BlockingIOError:
+                drain_error_queue(inner)  # a queued ICMP error keeps it readable
                 gevent.socket.wait_read(inner.fileno())
 
     def close(self) -> None:

@@ -58,6 +58,7 @@ __all__ = [
     "SocketDriver",
     "SocketEndpointDriver",
     "bind_udp",
+    "drain_error_queue",
     "send_datagrams",
     "send_with_ttl",
     "sockname_address",
@@ -115,6 +116,26 @@ def bind_udp(factory: Callable[[int, int], Any], host: str, port: int, ipv6: boo
         shown = f"[{host}]:{port}" if ipv6 else f"{host}:{port}"
         raise BindError(exc.errno, f"cannot bind UDP socket to {shown}: {exc.strerror}") from exc
     return sock
+
+
+def drain_error_queue(sock: Any) -> int:
+    """Read and discard the ICMP errors queued on ``sock`` (Linux, when the
+    caller's socket has ``IP_RECVERR``/``IPV6_RECVERR`` set); return how
+    many. A queued error keeps the descriptor readable while ``recvfrom``
+    has nothing to return, so a receiver that woke up for nothing calls
+    this, or it would spin. At most :data:`RECV_BATCH` per call; a no-op
+    for a socket-like object without ``recvmsg``."""
+    recvmsg = getattr(sock, "recvmsg", None)
+    flags = getattr(_socket, "MSG_ERRQUEUE", 0)
+    if recvmsg is None or not flags:
+        return 0
+    flags |= getattr(_socket, "MSG_DONTWAIT", 0)
+    for n in range(RECV_BATCH):
+        try:
+            recvmsg(1, 1024, flags)
+        except (OSError, ValueError):  # BlockingIOError: the queue is empty
+            return n
+    return RECV_BATCH
 
 
 def send_datagrams(sock: Any, datagrams: Iterable[Datagram]) -> int:

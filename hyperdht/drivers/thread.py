@@ -40,7 +40,7 @@ from typing import Any
 
 from ..errors import ArgumentError, ArgumentTypeError
 from .base import SocketLike
-from .socket import RECV_BUFSIZE, NextDatagram, SocketDriver, bind_udp
+from .socket import RECV_BUFSIZE, NextDatagram, SocketDriver, bind_udp, drain_error_queue
 
 __all__ = ["ThreadDriver", "POLL_INTERVAL", "SPAWN_WORKERS"]
 
@@ -134,7 +134,10 @@ class ThreadDriver(SocketDriver):
                 return None
             try:
                 result: tuple[bytes, Any] = recvfrom(RECV_BUFSIZE)
-            except (BlockingIOError, ConnectionError):
+            except BlockingIOError:
+                drain_error_queue(sock)  # what made it readable, if anything
+                return None
+            except ConnectionError:  # an ICMP error (IP_RECVERR)
                 return None
             return result
 
