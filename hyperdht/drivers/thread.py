@@ -34,6 +34,7 @@ import logging
 import selectors
 import socket as _socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -42,7 +43,7 @@ from ..errors import ArgumentError, ArgumentTypeError
 from .base import SocketLike
 from .socket import RECV_BUFSIZE, NextDatagram, SocketDriver, bind_udp, drain_error_queue
 
-__all__ = ["ThreadDriver", "POLL_INTERVAL", "SPAWN_WORKERS"]
+__all__ = ["ThreadDriver", "POLL_INTERVAL", "SPAWN_JOIN_TIMEOUT", "SPAWN_WORKERS"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ POLL_INTERVAL = 0.05
 
 #: Threads in the pool that runs :meth:`ThreadDriver.spawn` callables.
 SPAWN_WORKERS = 4
+
+#: How long ``close()`` waits, in all, for spawned callables still running
+#: (a handler that hangs cannot be interrupted): then it returns anyway,
+#: logs a warning, and those pool threads end when their callable returns.
+SPAWN_JOIN_TIMEOUT = 1.0
 
 
 class ThreadDriver(SocketDriver):
@@ -92,6 +98,7 @@ class ThreadDriver(SocketDriver):
         self._wake_w: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._in_pool = threading.local()
+        self._pool_threads: list[threading.Thread] = []
 
     def new_event(self) -> threading.Event:
         """A fresh :class:`threading.Event`."""
@@ -167,7 +174,8 @@ class ThreadDriver(SocketDriver):
         """Join every driver thread, except the calling one and except when
         the caller holds ``driver.lock`` (they would wait for it forever):
         those finish on their own as soon as they run again (no endpoint
-        call, no socket use happens after ``close()`` returns)."""
+        call, no socket use happens after ``close()`` returns). Spawned work
+        still running gets :data:`SPAWN_JOIN_TIMEOUT` in all."""
         current = threading.current_thread()
         can_join = not self._holds_lock()
         for thread in self._threads:
@@ -175,7 +183,14 @@ class ThreadDriver(SocketDriver):
                 thread.join()
         if self._pool is not None:
             in_pool = getattr(self._in_pool, "active", False)
-            self._pool.shutdown(wait=can_join and not in_pool, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if can_join and not in_pool:
+                deadline = time.monotonic() + SPAWN_JOIN_TIMEOUT
+                for thread in self._pool_threads:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+                busy = [t.name for t in self._pool_threads if t.is_alive()]
+                if busy:
+                    log.warning("close(): spawned work still running in %s", ", ".join(busy))
 
     def _receiver_exited(self) -> None:
         # With the lock (close() writes to the pair under it), so the
@@ -191,6 +206,7 @@ class ThreadDriver(SocketDriver):
 
     def _mark_pool_thread(self) -> None:
         self._in_pool.active = True
+        self._pool_threads.append(threading.current_thread())
 
     def _holds_lock(self) -> bool:
         is_owned = getattr(self.lock, "_is_owned", None)
