@@ -114,3 +114,26 @@ def test_loadgen_counts_answers_from_the_echo_server(tmp_path: Path) -> None:
     # echo answers are the requests themselves (all _ping requests have one size)
     pool = (tmp_path / "pool").read_bytes()
     assert result["bytes"] / result["answers"] == 2 + int.from_bytes(pool[:2], "big")
+
+
+soak = load("soak")
+
+
+def test_soak_flatness_rule_passes_a_flat_series_and_fails_a_growing_one() -> None:
+    assert soak.flat([100.0, 101.0, 99.0, 100.0, 102.0, 100.0], slack=0)[0]
+    assert soak.flat([100.0, 100.0, 108.0, 109.0, 109.0, 109.0], slack=0)[0]  # within 10 %
+    assert not soak.flat([100.0, 110.0, 120.0, 130.0, 140.0, 150.0], slack=8)[0]
+    assert soak.flat([600.0, 600.0, 600.0, 662.0, 662.0, 662.0], slack=2)[0]  # 10 % + 2
+    assert not soak.flat([600.0, 600.0, 600.0, 663.0, 663.0, 663.0], slack=2)[0]
+
+
+def test_soak_quick_run_samples_everything_and_releases_it(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    soak.main(["--quick", "--json", str(out)])  # the flatness verdict needs minutes, not 30 s
+    result = json.loads(out.read_text())
+    samples = result["samples"]
+    assert len(samples) == 7  # at 0, 5, ..., 30 s
+    assert all(s["rss_mb"] > 0 and s["threads"] > 0 and s["fds"] > 0 for s in samples)
+    checks = result["checks"]
+    assert checks["progress"]["ok"] and checks["found"]["ok"], checks
+    assert checks["released"]["ok"], checks["released"]
