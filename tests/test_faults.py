@@ -46,7 +46,7 @@ TIMEOUT = 10.0
 #: How soon after close() a blocked caller must be released.
 PROMPT = 2.0
 #: Request timeout of the nodes that must see a request fail.
-SHORT = 0.2
+SHORT = 1.0
 #: Request timeout of the nodes whose requests must stay pending until close().
 LONG = 60.0
 
@@ -229,12 +229,12 @@ def test_eagain_on_every_send_for_a_while_then_the_node_recovers(env: Env) -> No
         peer(env, timeout=SHORT) as b,
     ):
         sock.fail_sends(errno.EAGAIN, 50)
-        for _ in range(3):
+        for _ in range(2):
             with pytest.raises(RequestTimeout):
                 a.ping(b.address)
         sock.clear()
         assert a.ping(b.address).port == a.address.port
-        assert a.driver.send_errors == 3  # type: ignore[attr-defined]
+        assert a.driver.send_errors == 2  # type: ignore[attr-defined]
 
 
 # -- ICMP errors ----------------------------------------------------------------------
@@ -255,9 +255,8 @@ def test_real_icmp_port_unreachable_times_out_the_request_and_nothing_else(env: 
         peer(env, timeout=SHORT) as b,
     ):
         dead = (LOCAL, closed_port())
-        for _ in range(3):
-            with pytest.raises(RequestTimeout):
-                a.ping(dead)
+        with pytest.raises(RequestTimeout):
+            a.ping(dead)
         assert sock.real_errors[errno.ECONNREFUSED] >= 1  # the kernel did report it
         # Still serving, and still asking.
         assert b.ping(a.address).port == b.address.port
@@ -277,9 +276,8 @@ def test_real_icmp_errors_on_a_plain_caller_socket_cost_no_cpu(env: Env) -> None
         with peer(env, socket=sock, timeout=SHORT) as a, peer(env, timeout=SHORT) as b:
             dead = (LOCAL, closed_port())
             wall, cpu = time.monotonic(), time.process_time()
-            for _ in range(3):
-                with pytest.raises(RequestTimeout):
-                    a.ping(dead)
+            with pytest.raises(RequestTimeout):
+                a.ping(dead)
             wall, cpu = time.monotonic() - wall, time.process_time() - cpu
             assert b.ping(a.address).port == b.address.port
             assert cpu < 0.5 * wall, f"{cpu:.2f} s of CPU in {wall:.2f} s: the receiver spun"

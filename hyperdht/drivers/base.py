@@ -24,7 +24,9 @@ the first. :class:`Driver` is both. Rules every driver follows:
 * ``close()`` stops the receiver and the timer, closes the socket if the
   driver created it, and returns only when no thread/greenlet of the driver
   is left running (unless called from the driver's own receiver/timer, in
-  which case it does not join itself). It is idempotent.
+  which case it does not join itself; a thread running a spawned callable
+  that hangs is waited for only briefly, since it cannot be interrupted).
+  It is idempotent.
 
 A *backend* is what ``DHT(backend=...)`` takes: ``"thread"``, ``"gevent"``,
 or any object with a ``create_driver(...)`` method (see :class:`Backend`),

@@ -32,7 +32,7 @@ from hyperdht.testing.faults import SEND_ERRNOS, FaultySocket
 from .conftest import LOCAL, Maker, bounded, silent_socket
 
 PROMPT = 2.0
-SHORT = 0.2
+SHORT = 1.0
 
 
 def fds() -> int:
@@ -91,9 +91,8 @@ async def test_real_icmp_errors_do_not_make_the_reader_spin(make: Maker) -> None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
             gone.bind((LOCAL, 0))
             dead = gone.getsockname()
-        for _ in range(3):
-            with pytest.raises(RequestTimeout):
-                await bounded(a.ping(dead))
+        with pytest.raises(RequestTimeout):
+            await bounded(a.ping(dead))
         assert sock.real_errors[errno.ECONNREFUSED] >= 1
         assert (await bounded(b.ping(a.address))).port == b.address.port
         assert (await bounded(a.ping(b.address))).port == a.address.port
