@@ -472,6 +472,21 @@ def choose_cores(requested: str | None) -> tuple[int | None, int | None]:
     return cores[0], cores[1]
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (``-dirty`` with local changes), for the docs page
+    that renders the results; None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(HERE), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def machine_info(modules: Path | None) -> dict[str, Any]:
     """What ran the benchmark."""
     model = ""
@@ -487,6 +502,7 @@ def machine_info(modules: Path | None) -> dict[str, Any]:
         node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": git_commit(),
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "loadavg": os.getloadavg(),

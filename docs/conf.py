@@ -31,6 +31,7 @@ extensions = [
     "myst_parser",
     "hyperdht_docs",
     "seqdiagram",
+    "benchresults",
 ]
 
 # -- the one list of documented modules (re-point it after a move) ----------

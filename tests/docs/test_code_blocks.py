@@ -20,8 +20,10 @@ TIMEOUT = 120.0
 
 
 def doc_files() -> list[Path]:
-    """Every page of the docs, and the README."""
-    pages = sorted(p for p in DOCS.rglob("*.rst") if "_build" not in p.parts)
+    """Every page of the docs (reST and MyST Markdown), and the README."""
+    pages = sorted(
+        p for pattern in ("*.rst", "*.md") for p in DOCS.rglob(pattern) if "_build" not in p.parts
+    )
     return [*pages, ROOT / "README.md"]
 
 
@@ -55,7 +57,7 @@ def test_code_blocks_run(path: Path, tmp_path: Path) -> None:
 def test_docs_have_runnable_examples() -> None:
     """The runner finds the examples (a parser that finds none proves nothing)."""
     names = {p.relative_to(DOCS).as_posix() for p in FILES if p.parent != ROOT}
-    assert {"tutorial.rst", "reference/stats.rst"} <= names
+    assert {"tutorial.rst", "reference/stats.rst", "overview.md"} <= names
     assert len([b for b in file_blocks(DOCS / "tutorial.rst") if b.skip_reason is None]) >= 3
 
 

@@ -1,0 +1,39 @@
+"""Tutorial, process B: look the key up, connect to who announced it, say hello.
+
+python b_blocking.py 127.0.0.1:49737
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import sys
+
+from hyperdht import Address, HyperDHT, collect_stream
+
+KEY = hashlib.sha256(b"hyperdht tutorial").digest()
+
+
+def main() -> int:
+    bootstrap = sys.argv[1]
+    inbox: queue.Queue[tuple[bytes, Address]] = queue.Queue()
+    # A short-lived client is ephemeral: nobody adds it to a routing table.
+    with HyperDHT(bootstrap=[bootstrap], host="127.0.0.1", ephemeral=True) as node:
+        node.on_datagram(lambda data, sender: inbox.put((data, sender)))
+        for response in collect_stream(node.lookup(KEY)):
+            for peer in response.peers:
+                # response.node is the referrer: the node that listed the peer.
+                where = f"{response.node.host}:{response.node.port}"
+                print(f"B: {where} says {peer.host}:{peer.port} announced the key", flush=True)
+                address = node.connect(peer, response.node)  # RequestTimeout if unreachable
+                print(f"B: connected, {address.host}:{address.port} answered", flush=True)
+                node.send_datagram(b"hello from B", address)
+                data, sender = inbox.get(timeout=10)
+                print(f"B: got {data!r} from {sender.host}:{sender.port}", flush=True)
+                return 0
+    print("B: nobody announced the key", flush=True)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The tutorial's two processes, as the tutorial runs them: a bootstrap node
+(``hyperdht``), process A announcing and answering, process B looking up,
+connecting and sending, on each API (blocking, gevent, asyncio), directly
+and with A behind the emulated NAT. Loopback only; every wait has a
+timeout, none is a sleep.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from .conftest import DOCS
+
+SCRIPTS = DOCS / "tutorial"
+TIMEOUT = 90.0  # generous: a loaded 2-core machine takes seconds per step
+
+
+class Process:
+    """A subprocess whose stdout lines arrive on a queue (so we can wait for
+    one with a timeout)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        """The first output line matching ``pattern``; fails on EOF or timeout."""
+        while True:
+            try:
+                line = self.lines.get(timeout=TIMEOUT)
+            except queue.Empty:
+                pytest.fail(f"no line matching {pattern!r} in {TIMEOUT} s: {self.seen}")
+            if line is None:
+                pytest.fail(f"exited before a line matching {pattern!r}: {self.seen}")
+            self.seen.append(line)
+            m = re.search(pattern, line)
+            if m:
+                return m
+
+    def finish(self) -> list[str]:
+        """Wait for the exit (with a timeout); the whole output."""
+        self.proc.wait(timeout=TIMEOUT)
+        while (line := self.lines.get(timeout=TIMEOUT)) is not None:
+            self.seen.append(line)
+        return self.seen
+
+    def kill(self) -> None:
+        """Stop it if it still runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> Iterator[str]:
+    """``hyperdht -p 0 --host 127.0.0.1``, as the tutorial starts it (on a
+    free port)."""
+    node = Process("-m", "hyperdht", "-p", "0", "--host", "127.0.0.1")
+    try:
+        yield node.wait_for(r"hyperdht listening on (127\.0\.0\.1:\d+)").group(1)
+    finally:
+        node.kill()
+
+
+@pytest.mark.parametrize("nat", [False, True], ids=["direct", "nat"])
+@pytest.mark.parametrize("api", ["blocking", "gevent", "asyncio"])
+def test_two_processes_exchange_datagrams(bootstrap: str, api: str, nat: bool) -> None:
+    """A announces, B finds it, connects and says hello, A answers."""
+    a = Process(str(SCRIPTS / f"a_{api}.py"), bootstrap, *(["--nat"] if nat else []))
+    try:
+        port = a.wait_for(r"^A: announced [0-9a-f]{16}\.\.\. on port (\d+)$").group(1)
+        b = subprocess.run(
+            [sys.executable, str(SCRIPTS / f"b_{api}.py"), bootstrap],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert b.returncode == 0, b.stdout + b.stderr
+        assert b.stdout.splitlines() == [
+            f"B: {bootstrap} says 127.0.0.1:{port} announced the key",
+            f"B: connected, 127.0.0.1:{port} answered",
+            f"B: got b'hello from A' from 127.0.0.1:{port}",
+        ]
+        out = a.finish()
+        assert a.proc.returncode == 0, out
+        assert re.fullmatch(r"A: got b'hello from B' from 127\.0\.0\.1:\d+", out[1]), out
+        assert out[2:] == ["A: unannounced, bye"], out
+    finally:
+        a.kill()
+
+
+def test_the_tutorial_includes_every_script() -> None:
+    """Each script is shown on the tutorial page (what runs is what is read)."""
+    page = (DOCS / "tutorial.rst").read_text(encoding="utf-8")
+    for script in sorted(SCRIPTS.glob("*.py")):
+        assert f".. literalinclude:: tutorial/{script.name}" in page, script.name
+
+
+def test_a_process_that_fails_fails_the_test(bootstrap: str) -> None:
+    """B without anyone announcing says so and exits 1 (the check above can fail)."""
+    b = subprocess.run(
+        [sys.executable, str(SCRIPTS / "b_blocking.py"), bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert b.returncode == 1, b.stdout + b.stderr
+    assert b.stdout.splitlines()[-1] == "B: nobody announced the key"
