@@ -1,13 +1,19 @@
 """The thread driver (``backend="thread"``, the default).
 
-Runs an :class:`~hyperdht.drivers.base.Endpoint` on a UDP socket with two
-daemon threads: a receiver that feeds datagrams to the endpoint, and a timer
-that sleeps on a :class:`threading.Event` until ``endpoint.get_timer()`` is
-due; ``spawn()`` uses a small thread pool. Time is :func:`time.monotonic`.
-The loops themselves are :class:`~hyperdht.drivers.socket.SocketDriver`'s;
-this module supplies the threads, the lock and the receiver's wake-up.
+Runs an :class:`~hyperdht.drivers.base.Endpoint` on a UDP socket. By
+default every driver of the process shares one I/O thread and one timer
+heap, the :func:`~hyperdht.drivers.hub.default_hub` (see
+:mod:`hyperdht.drivers.hub`): the hub thread reads a driver's socket when
+it is readable and runs its ``handle_timer`` when its deadline is due, with
+the driver's lock held, as a private receiver would. ``hub=False`` gives
+the driver its own two daemon threads instead (the
+:class:`~hyperdht.drivers.socket.SocketDriver` loops): a receiver that
+feeds datagrams to the endpoint, and a timer that sleeps on a
+:class:`threading.Event` until ``endpoint.get_timer()`` is due; a caller
+socket without ``fileno()`` always gets those. ``spawn()`` uses a small
+thread pool per driver. Time is :func:`time.monotonic`.
 
-**Waking the receiver on close.** Closing a socket from another thread does
+**Waking a private receiver on close.** Closing a socket from another thread does
 not wake a ``recvfrom`` blocked on it (Linux), and a polling timeout costs
 wake-ups forever and latency on close. So the receiver never blocks in
 ``recvfrom``: it blocks in a :mod:`selectors` selector watching the socket
@@ -39,10 +45,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ArgumentError, ArgumentTypeError
-from .base import SocketLike
-from .socket import RECV_BUFSIZE, NextDatagram, SocketDriver, bind_udp
+from ..ipencoding import Address
+from .base import Endpoint, SocketLike
+from .hub import Hub, default_hub
+from .socket import (
+    RECV_BATCH,
+    RECV_BUFSIZE,
+    TIMER_ERROR_BACKOFF,
+    NextDatagram,
+    SocketDriver,
+    bind_udp,
+)
 
-__all__ = ["ThreadDriver", "POLL_INTERVAL", "SPAWN_WORKERS"]
+__all__ = ["POLL_INTERVAL", "SPAWN_WORKERS", "ThreadBackend", "ThreadDriver"]
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +69,14 @@ SPAWN_WORKERS = 4
 
 
 class ThreadDriver(SocketDriver):
-    """Runs one endpoint on one UDP socket with a receiver and a timer thread.
+    """Runs one endpoint on one UDP socket, on a shared hub thread or on a
+    receiver and a timer thread of its own.
 
     ``host``/``port``/``ipv6`` say where to bind a new socket (``port=0``
     picks a free one); ``socket`` supplies an already bound one instead,
-    which the driver never closes. Raises BindError (an OSError) when
+    which the driver never closes. ``hub`` is the :class:`~hyperdht.drivers.hub.Hub`
+    to run on: None (the default) for :func:`~hyperdht.drivers.hub.default_hub`,
+    False for private threads. Raises BindError (an OSError) when
     binding fails (the message names the address), ArgumentTypeError (a
     TypeError) when ``socket`` offers neither ``fileno()`` nor
     ``settimeout()``, ArgumentError (a ValueError) when it is closed.
@@ -71,7 +89,10 @@ class ThreadDriver(SocketDriver):
         port: int = 0,
         ipv6: bool = False,
         socket: SocketLike | None = None,
+        hub: Hub | bool | None = None,
     ) -> None:
+        if hub is True:
+            hub = None
         if socket is None:
             sock: Any = bind_udp(_socket.socket, host, port, ipv6)
             owned = True
@@ -92,12 +113,46 @@ class ThreadDriver(SocketDriver):
         self._wake_w: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._in_pool = threading.local()
+        self._hub: Hub | None = None
+        if selectable and hub is not False:
+            self._hub = default_hub() if hub is None else hub
+        # The hub's bookkeeping of this driver's timer entry (see HubClient).
+        self._hub_seq: int | None = None
+        self._hub_armed = 0.0
+        self._failed_deadline: float | None = None
+        self._failed_at = 0.0
+
+    @property
+    def hub(self) -> Hub | None:
+        """The hub this driver runs on, or None when it has its own threads."""
+        return self._hub
 
     def new_event(self) -> threading.Event:
         """A fresh :class:`threading.Event`."""
         return threading.Event()
 
     # -- what SocketDriver asks of a backend -----------------------------------
+
+    def _start_loops(self, endpoint: Endpoint) -> None:
+        hub = self._hub
+        if hub is None:
+            super()._start_loops(endpoint)
+            return
+        sock = self._sock
+        if not self._owned:
+            timeout = sock.gettimeout() if hasattr(sock, "gettimeout") else None
+            self._restore_timeout = (sock, timeout) if hasattr(sock, "settimeout") else None
+        sock.setblocking(False)
+        hub.register(self, sock)
+
+    def _deadline_changed(self, old: float | None, deadline: float) -> None:
+        hub = self._hub
+        if hub is None:
+            super()._deadline_changed(old, deadline)
+        elif self._hub_seq is None or deadline < self._hub_armed:
+            # Unlocked pre-check: a stale read is harmless, since a popped
+            # entry always ends in _hub_timer, which re-arms.
+            hub.arm(self, deadline)
 
     def _prepare_receiver(self) -> tuple[NextDatagram, Callable[[int], Any] | None]:
         sock = self._sock
@@ -154,6 +209,61 @@ class ThreadDriver(SocketDriver):
             )
         self._pool.submit(self._run_spawned, fn, args)
 
+    # -- what the hub calls (on its thread) ---------------------------------------
+
+    def _hub_readable(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        receive = endpoint.receive_datagram
+        recvfrom = self._sock.recvfrom
+        make_address = Address
+        with self.lock:
+            if self._closing:
+                return
+            now = self.now()
+            for _ in range(RECV_BATCH):
+                try:
+                    data, addr = recvfrom(RECV_BUFSIZE)
+                except (BlockingIOError, InterruptedError):
+                    break  # nothing more queued (or a spurious readiness)
+                except ConnectionError:
+                    continue  # an ICMP error reported on the socket
+                except OSError:
+                    if not self._closing:
+                        log.exception("receiving on %s failed", self._address)
+                    break
+                try:
+                    receive(data, make_address(addr[0], addr[1]), now)
+                except Exception:
+                    self._endpoint_error("receive_datagram")
+            self._safe_flush()
+
+    def _hub_timer(self) -> None:
+        endpoint = self._endpoint
+        hub = self._hub
+        if endpoint is None or hub is None:
+            return
+        with self.lock:
+            deadline = self._deadline
+            if self._closing or deadline is None:
+                return
+            now = self.now()
+            if now < deadline:
+                hub.arm(self, deadline)
+                return
+            if deadline == self._failed_deadline and now < self._failed_at + TIMER_ERROR_BACKOFF:
+                # handle_timer raised for this very deadline: back off.
+                hub.arm(self, self._failed_at + TIMER_ERROR_BACKOFF)
+                return
+            self._failed_deadline = None
+            try:
+                endpoint.handle_timer(now)
+            except Exception:
+                self._endpoint_error("handle_timer")
+                self._failed_deadline, self._failed_at = deadline, now
+            self._safe_flush()
+
     def _wake_receiver(self) -> None:
         # Under the lock: the receiver closes this pair, also under it.
         if self._wake_w is not None:
@@ -167,6 +277,13 @@ class ThreadDriver(SocketDriver):
         call, no socket use happens after ``close()`` returns)."""
         current = threading.current_thread()
         can_join = not self._holds_lock()
+        hub = self._hub
+        if hub is not None and self._endpoint is not None:
+            # The closing flag is set: the hub runs no callback of ours any
+            # more; after this it does not even select on the socket.
+            last = hub.unregister(self, self._sock)
+            if last is not None and last is not current and can_join:
+                hub.join_if_idle(last)
         for thread in self._threads:
             if thread is not current and can_join:
                 thread.join()
@@ -192,3 +309,29 @@ class ThreadDriver(SocketDriver):
     def _holds_lock(self) -> bool:
         is_owned = getattr(self.lock, "_is_owned", None)
         return bool(is_owned()) if is_owned is not None else False
+
+
+class ThreadBackend:
+    """A :class:`~hyperdht.drivers.base.Backend` of thread drivers on a
+    chosen hub: ``DHT(backend=ThreadBackend(hub=False))`` gives a node its
+    own receiver and timer threads, ``ThreadBackend(hub=Hub())`` runs the
+    nodes created with it on a hub of their own. ``hub=None`` is what
+    ``backend="thread"`` does (the process-wide hub)."""
+
+    def __init__(self, hub: Hub | bool | None = None) -> None:
+        #: What every driver created here gets as ``hub=``.
+        self.hub = hub
+
+    def create_driver(
+        self,
+        *,
+        host: str,
+        port: int,
+        ipv6: bool,
+        socket: SocketLike | None,
+    ) -> ThreadDriver:
+        """A :class:`ThreadDriver` on this backend's hub."""
+        return ThreadDriver(host=host, port=port, ipv6=ipv6, socket=socket, hub=self.hub)
+
+    def __repr__(self) -> str:
+        return f"ThreadBackend(hub={self.hub!r})"
