@@ -20,7 +20,7 @@ import pytest
 from test_drivers import TIMEOUT, EchoEndpoint, ToyEndpoint, round_trip
 
 from hyperdht.dhtrpc import DHT
-from hyperdht.drivers.hub import HEAP_SLACK, Hub, default_hub
+from hyperdht.drivers.hub import HEAP_SLACK, SPAWN_WORKERS, Hub, default_hub
 from hyperdht.drivers.thread import ThreadBackend, ThreadDriver
 from hyperdht.errors import HyperDHTError
 from hyperdht.future import Future
@@ -204,13 +204,20 @@ def test_no_fd_or_thread_leak_over_create_close_cycles(hub: Hub) -> None:
 
 
 def test_dht_nodes_share_the_default_hub() -> None:
-    before = threading.active_count()
+    def threads() -> tuple[int, int]:
+        names = [t.name for t in threading.enumerate()]
+        pool = sum(1 for n in names if n.startswith("hyperdht-hub-spawn"))
+        return len(names) - pool, pool
+
+    before, _ = threads()
     running = default_hub().thread is not None
     nodes = [DHT(host="127.0.0.1") for _ in range(20)]
     try:
         assert all(isinstance(n.driver, ThreadDriver) for n in nodes)
         assert {n.driver.hub for n in nodes} == {default_hub()}  # type: ignore[attr-defined]
-        assert threading.active_count() <= before + (0 if running else 1)
+        others, pool = threads()
+        assert others <= before + (0 if running else 1)
+        assert pool <= SPAWN_WORKERS  # their spawn() shares one pool
         for node in nodes[1:4]:
             node.ping(("127.0.0.1", nodes[0].address.port))
     finally:
@@ -249,3 +256,29 @@ def test_a_child_after_fork_gets_a_fresh_hub() -> None:
         os._exit(0 if fresh is not parent and fresh.thread is None else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_spawn_runs_on_the_hub_pool_and_close_waits_for_it(hub: Hub) -> None:
+    drivers = [start(hub, ToyEndpoint()) for _ in range(3)]
+    release = threading.Event()
+    running = threading.Event()
+    ran: list[str] = []
+
+    def slow() -> None:
+        running.set()
+        release.wait(TIMEOUT)
+        ran.append(threading.current_thread().name)
+
+    drivers[0].spawn(slow)
+    assert running.wait(TIMEOUT)
+    closer = threading.Thread(target=drivers[0].close, daemon=True)
+    closer.start()
+    closer.join(0.05)  # close() waits for its running callable...
+    assert closer.is_alive()
+    release.set()
+    closer.join(TIMEOUT)
+    assert not closer.is_alive()
+    assert ran and ran[0].startswith(f"{hub.name}-spawn")
+    for driver in drivers[1:]:
+        driver.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith(f"{hub.name}-spawn")]

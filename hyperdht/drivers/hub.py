@@ -25,6 +25,13 @@ How it is shared (the guarantees of the thread driver stay the same):
   compacted, so stale entries stay bounded.
 * The thread starts with the first :meth:`Hub.register` and exits when the
   last driver unregisters; a later register starts a fresh one.
+* ``spawn()`` of its drivers runs on one pool of at most
+  :data:`SPAWN_WORKERS` threads per hub (created on first use, shut down
+  with the hub thread), not a pool per driver: a thousand nodes that each
+  spawn once would otherwise keep a thousand idle threads, and create them
+  from the hub thread. The cost is that slow spawned callables (handlers run
+  with ``inline_handlers=False``) of all the hub's nodes share these
+  workers.
 
 A driver's ``close()`` unregisters only its socket and forgets only its
 timer entry; because the hub checks the driver's closing flag under the
@@ -54,9 +61,19 @@ import selectors
 import socket as _socket
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-__all__ = ["HEAP_SLACK", "JOIN_SLICE", "MAX_WAIT", "Hub", "HubClient", "default_hub"]
+__all__ = [
+    "HEAP_SLACK",
+    "JOIN_SLICE",
+    "MAX_WAIT",
+    "SPAWN_WORKERS",
+    "Hub",
+    "HubClient",
+    "default_hub",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +83,9 @@ HEAP_SLACK = 64
 
 #: How often :meth:`Hub.join_if_idle` re-checks that the hub is still idle.
 JOIN_SLICE = 0.1
+
+#: Threads in a hub's pool for the ``spawn()`` of all its drivers.
+SPAWN_WORKERS = 16
 
 #: Longest single wait of the hub: a far deadline just costs a re-check.
 MAX_WAIT = 3600.0
@@ -110,6 +130,8 @@ class Hub:
         # needs to wake it) and whether a wake-up byte is already pending.
         self._wake_at = -math.inf
         self._woken = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_pool = threading.local()
 
     # -- what a driver calls ------------------------------------------------------
 
@@ -146,10 +168,26 @@ class Hub:
             client._hub_seq = None
             self._wake()  # a select()-based selector only sees it next time
 
+    def in_pool(self) -> bool:
+        """Whether the caller runs on a thread of the hub's spawn pool."""
+        return bool(getattr(self._in_pool, "active", False))
+
+    def spawn(self, fn: Callable[..., object], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` on the hub's pool; its future (cancel it to
+        drop the call if it has not started)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=SPAWN_WORKERS,
+                    thread_name_prefix=f"{self.name}-spawn",
+                    initializer=self._mark_pool_thread,
+                )
+            return self._pool.submit(fn, *args)
+
     def unregister(self, client: HubClient, sock: Any) -> threading.Thread | None:
         """Stop watching ``sock`` and forget ``client``'s timer entry.
         Returns the hub thread when ``client`` was the last driver (it is
-        exiting; join it unless on it), else None."""
+        exiting; join it unless on it, see :meth:`join_if_idle`), else None."""
         with self._lock:
             selector = self._selector
             if selector is not None:
@@ -188,7 +226,17 @@ class Hub:
 
     def join_if_idle(self, thread: threading.Thread) -> None:
         """Wait until ``thread`` (what :meth:`unregister` returned) has
-        exited, or until another driver registered and it goes on serving."""
+        exited, or until another driver registered and it goes on serving;
+        then, if the hub is still idle, shut the spawn pool down and wait
+        for its threads (unless called from one of them)."""
+        self._join_thread(thread)
+        with self._lock:
+            pool = self._pool if self._members == 0 else None
+            self._pool = None if pool is not None else self._pool
+        if pool is not None:
+            pool.shutdown(wait=not self.in_pool())
+
+    def _join_thread(self, thread: threading.Thread) -> None:
         while True:
             thread.join(JOIN_SLICE)
             if not thread.is_alive():
@@ -198,6 +246,9 @@ class Hub:
                     return
 
     # -- internals ----------------------------------------------------------------
+
+    def _mark_pool_thread(self) -> None:
+        self._in_pool.active = True
 
     def _start(self) -> None:
         # With the lock: a fresh selector and wake-up pair for this run.

@@ -10,8 +10,9 @@ the driver its own two daemon threads instead (the
 :class:`~hyperdht.drivers.socket.SocketDriver` loops): a receiver that
 feeds datagrams to the endpoint, and a timer that sleeps on a
 :class:`threading.Event` until ``endpoint.get_timer()`` is due; a caller
-socket without ``fileno()`` always gets those. ``spawn()`` uses a small
-thread pool per driver. Time is :func:`time.monotonic`.
+socket without ``fileno()`` always gets those. ``spawn()`` uses the hub's
+thread pool, or a small pool of the driver's own with ``hub=False``. Time
+is :func:`time.monotonic`.
 
 **Waking a private receiver on close.** Closing a socket from another thread does
 not wake a ``recvfrom`` blocked on it (Linux), and a polling timeout costs
@@ -41,7 +42,8 @@ import selectors
 import socket as _socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ArgumentError, ArgumentTypeError
@@ -64,7 +66,8 @@ log = logging.getLogger(__name__)
 #: Receive timeout of the fallback loop for a caller socket without fileno().
 POLL_INTERVAL = 0.05
 
-#: Threads in the pool that runs :meth:`ThreadDriver.spawn` callables.
+#: Threads in the pool that runs :meth:`ThreadDriver.spawn` callables of a
+#: driver with private threads (on a hub: :data:`hyperdht.drivers.hub.SPAWN_WORKERS`).
 SPAWN_WORKERS = 4
 
 
@@ -113,6 +116,7 @@ class ThreadDriver(SocketDriver):
         self._wake_w: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._in_pool = threading.local()
+        self._spawned: set[Future[Any]] = set()  # on the hub's pool
         self._hub: Hub | None = None
         if selectable and hub is not False:
             self._hub = default_hub() if hub is None else hub
@@ -201,6 +205,12 @@ class ThreadDriver(SocketDriver):
         thread.start()
 
     def _spawn_task(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        hub = self._hub
+        if hub is not None:
+            future = hub.spawn(self._run_spawned, fn, args)
+            self._spawned.add(future)
+            future.add_done_callback(self._spawned.discard)
+            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=SPAWN_WORKERS,
@@ -282,6 +292,11 @@ class ThreadDriver(SocketDriver):
             # The closing flag is set: the hub runs no callback of ours any
             # more; after this it does not even select on the socket.
             last = hub.unregister(self, self._sock)
+            # Drop what has not started; wait for what runs (as a pool of
+            # our own would on shutdown), unless that is us.
+            spawned = [f for f in list(self._spawned) if not f.cancel()]
+            if can_join and not hub.in_pool():
+                futures.wait(spawned)
             if last is not None and last is not current and can_join:
                 hub.join_if_idle(last)
         for thread in self._threads:
