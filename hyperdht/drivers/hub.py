@@ -18,8 +18,9 @@ How it is shared (the guarantees of the thread driver stay the same):
 * A wake-up socketpair lets another thread interrupt the selector: to arm a
   deadline earlier than the one the hub sleeps towards, to register a
   socket, or to make the hub notice that its last driver left.
-* The heap holds ``(deadline, seq, driver)``; a driver remembers the seq of
-  the entry it armed last, so an older entry (its deadline moved earlier,
+* The heap holds ``(deadline, seq, registration)``; a
+  :class:`Registration` remembers the seq of the entry armed last, so an
+  older entry (its deadline moved earlier,
   or the driver closed) is *stale* and dropped when it comes up. When the
   heap grows past twice the live entries (plus :data:`HEAP_SLACK`) it is
   compacted, so stale entries stay bounded.
@@ -63,7 +64,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 __all__ = [
     "HEAP_SLACK",
@@ -71,7 +72,7 @@ __all__ = [
     "MAX_WAIT",
     "SPAWN_WORKERS",
     "Hub",
-    "HubClient",
+    "Registration",
     "default_hub",
 ]
 
@@ -91,20 +92,36 @@ SPAWN_WORKERS = 16
 MAX_WAIT = 3600.0
 
 
-class HubClient(Protocol):
-    """What a driver registered with a :class:`Hub` offers it."""
+class Registration:
+    """One driver's membership of a :class:`Hub`, made by
+    :meth:`Hub.register`: its socket, the two callbacks the hub thread runs
+    (``on_readable()`` when the socket is readable, ``on_timer()`` when the
+    armed deadline comes up), and its timer entry, which only the hub
+    changes (under its lock)."""
 
-    #: The seq of the heap entry armed last (None: no live entry); written
-    #: by the hub under its lock.
-    _hub_seq: int | None
-    #: The deadline of that entry.
-    _hub_armed: float
+    __slots__ = ("_armed", "_seq", "on_readable", "on_timer", "sock")
 
-    def _hub_readable(self) -> None:
-        """The driver's socket is readable: read what is queued."""
+    def __init__(
+        self, sock: Any, on_readable: Callable[[], object], on_timer: Callable[[], object]
+    ) -> None:
+        #: The watched socket.
+        self.sock = sock
+        #: Run on the hub thread when ``sock`` is readable.
+        self.on_readable = on_readable
+        #: Run on the hub thread when the armed deadline came up.
+        self.on_timer = on_timer
+        self._seq: int | None = None  # of the live heap entry, if any
+        self._armed = math.inf
 
-    def _hub_timer(self) -> None:
-        """The armed deadline came up: run the endpoint's timer if due."""
+    @property
+    def armed(self) -> float | None:
+        """The deadline of the live timer entry, or None. Read without the
+        hub's lock it may be stale, never wrong for long: an entry that
+        comes up always runs ``on_timer()``, which re-arms."""
+        return self._armed if self._seq is not None else None
+
+    def __repr__(self) -> str:
+        return f"<Registration {self.on_readable!r}>"
 
 
 class Hub:
@@ -123,7 +140,7 @@ class Hub:
         self._wake_w: Any = None
         self._thread: threading.Thread | None = None
         self._members = 0
-        self._heap: list[tuple[float, int, HubClient]] = []
+        self._heap: list[tuple[float, int, Registration]] = []
         self._live = 0
         self._seq = itertools.count()
         # When the hub thread plans to wake (-inf while it is busy, so nobody
@@ -155,18 +172,23 @@ class Hub:
         """Whether the caller runs on the hub thread (inside a callback)."""
         return self._thread is not None and threading.current_thread() is self._thread
 
-    def register(self, client: HubClient, sock: Any) -> None:
-        """Watch ``sock`` (non-blocking, with ``fileno()``) for ``client``,
-        starting the hub thread if it is not running. Raises what the
+    def register(
+        self, sock: Any, on_readable: Callable[[], object], on_timer: Callable[[], object]
+    ) -> Registration:
+        """Watch ``sock`` (non-blocking, with ``fileno()``): run
+        ``on_readable()`` on the hub thread whenever it is readable, and
+        ``on_timer()`` whenever a deadline armed with :meth:`arm` comes up.
+        Starts the hub thread if it is not running. Raises what the
         selector raises for a bad descriptor (ValueError, OSError)."""
+        member = Registration(sock, on_readable, on_timer)
         with self._lock:
             if self._thread is None:
                 self._start()
             assert self._selector is not None
-            self._selector.register(sock.fileno(), selectors.EVENT_READ, client)
+            self._selector.register(sock.fileno(), selectors.EVENT_READ, member)
             self._members += 1
-            client._hub_seq = None
             self._wake()  # a select()-based selector only sees it next time
+        return member
 
     def in_pool(self) -> bool:
         """Whether the caller runs on a thread of the hub's spawn pool."""
@@ -184,17 +206,18 @@ class Hub:
                 )
             return self._pool.submit(fn, *args)
 
-    def unregister(self, client: HubClient, sock: Any) -> threading.Thread | None:
-        """Stop watching ``sock`` and forget ``client``'s timer entry.
-        Returns the hub thread when ``client`` was the last driver (it is
+    def unregister(self, member: Registration) -> threading.Thread | None:
+        """Stop watching ``member``'s socket and forget its timer entry
+        (call before closing the socket). Returns the hub thread when
+        ``member`` was the last one (it is
         exiting; join it unless on it, see :meth:`join_if_idle`), else None."""
         with self._lock:
             selector = self._selector
             if selector is not None:
                 with contextlib.suppress(KeyError, ValueError, OSError):
-                    selector.unregister(sock.fileno())
-            if client._hub_seq is not None:
-                client._hub_seq = None
+                    selector.unregister(member.sock.fileno())
+            if member._seq is not None:
+                member._seq = None
                 self._live -= 1
             self._members -= 1
             if self._members > 0:
@@ -205,20 +228,20 @@ class Hub:
             self._wake()
             return thread
 
-    def arm(self, client: HubClient, deadline: float) -> None:
-        """Have ``client._hub_timer()`` called at ``deadline`` (monotonic);
-        a no-op if an entry at or before ``deadline`` is already armed."""
+    def arm(self, member: Registration, deadline: float) -> None:
+        """Have ``member.on_timer()`` run at ``deadline`` (monotonic); a
+        no-op if an entry at or before ``deadline`` is already armed."""
         with self._lock:
-            if client._hub_seq is not None:
-                if client._hub_armed <= deadline:
+            if member._seq is not None:
+                if member._armed <= deadline:
                     return
             else:
                 self._live += 1
             seq = next(self._seq)
-            client._hub_seq = seq
-            client._hub_armed = deadline
+            member._seq = seq
+            member._armed = deadline
             heap = self._heap
-            heapq.heappush(heap, (deadline, seq, client))
+            heapq.heappush(heap, (deadline, seq, member))
             if len(heap) > 2 * self._live + HEAP_SLACK:
                 self._compact()
             if deadline < self._wake_at:
@@ -270,7 +293,7 @@ class Hub:
                 self._wake_w.send(b"\0")
 
     def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if entry[2]._hub_seq == entry[1]]
+        self._heap = [entry for entry in self._heap if entry[2]._seq == entry[1]]
         heapq.heapify(self._heap)
 
     def _run(self) -> None:
@@ -296,8 +319,8 @@ class Hub:
                 events = []
             self._wake_at = -math.inf
             for key, _ in events:
-                client = key.data
-                if client is None:
+                member = key.data
+                if member is None:
                     with lock:
                         with contextlib.suppress(OSError):
                             while wake_r.recv(4096):
@@ -305,24 +328,24 @@ class Hub:
                         self._woken = False
                     continue
                 try:
-                    client._hub_readable()
+                    member.on_readable()
                 except Exception:
-                    log.exception("hub: receiving for %r raised", client)
-            due: list[HubClient] = []
+                    log.exception("hub: on_readable of %r raised", member)
+            due: list[Registration] = []
             with lock:
                 heap = self._heap
                 now = clock()
                 while heap and heap[0][0] <= now:
-                    _, seq, client = pop(heap)
-                    if client._hub_seq == seq:
-                        client._hub_seq = None
+                    _, seq, member = pop(heap)
+                    if member._seq == seq:
+                        member._seq = None
                         self._live -= 1
-                        due.append(client)
-            for client in due:
+                        due.append(member)
+            for member in due:
                 try:
-                    client._hub_timer()
+                    member.on_timer()
                 except Exception:
-                    log.exception("hub: timer of %r raised", client)
+                    log.exception("hub: on_timer of %r raised", member)
 
     def _stop(self, selector: selectors.BaseSelector) -> None:
         # With the lock: the last driver left; a later register starts anew.

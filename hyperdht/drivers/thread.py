@@ -49,7 +49,7 @@ from typing import Any
 from ..errors import ArgumentError, ArgumentTypeError
 from ..ipencoding import Address
 from .base import Endpoint, SocketLike
-from .hub import Hub, default_hub
+from .hub import Hub, Registration, default_hub
 from .socket import (
     RECV_BATCH,
     RECV_BUFSIZE,
@@ -120,9 +120,7 @@ class ThreadDriver(SocketDriver):
         self._hub: Hub | None = None
         if selectable and hub is not False:
             self._hub = default_hub() if hub is None else hub
-        # The hub's bookkeeping of this driver's timer entry (see HubClient).
-        self._hub_seq: int | None = None
-        self._hub_armed = 0.0
+        self._member: Registration | None = None  # on the hub, once started
         self._failed_deadline: float | None = None
         self._failed_at = 0.0
 
@@ -147,16 +145,16 @@ class ThreadDriver(SocketDriver):
             timeout = sock.gettimeout() if hasattr(sock, "gettimeout") else None
             self._restore_timeout = (sock, timeout) if hasattr(sock, "settimeout") else None
         sock.setblocking(False)
-        hub.register(self, sock)
+        self._member = hub.register(sock, self._hub_readable, self._hub_timer)
 
     def _deadline_changed(self, old: float | None, deadline: float) -> None:
-        hub = self._hub
-        if hub is None:
+        member = self._member
+        if member is None:
             super()._deadline_changed(old, deadline)
-        elif self._hub_seq is None or deadline < self._hub_armed:
-            # Unlocked pre-check: a stale read is harmless, since a popped
-            # entry always ends in _hub_timer, which re-arms.
-            hub.arm(self, deadline)
+            return
+        armed = member.armed  # unlocked: a stale value is harmless (see armed)
+        if armed is None or deadline < armed:
+            self._hub.arm(member, deadline)  # type: ignore[union-attr]
 
     def _prepare_receiver(self) -> tuple[NextDatagram, Callable[[int], Any] | None]:
         sock = self._sock
@@ -252,7 +250,8 @@ class ThreadDriver(SocketDriver):
     def _hub_timer(self) -> None:
         endpoint = self._endpoint
         hub = self._hub
-        if endpoint is None or hub is None:
+        member = self._member
+        if endpoint is None or hub is None or member is None:
             return
         with self.lock:
             deadline = self._deadline
@@ -260,11 +259,11 @@ class ThreadDriver(SocketDriver):
                 return
             now = self.now()
             if now < deadline:
-                hub.arm(self, deadline)
+                hub.arm(member, deadline)
                 return
             if deadline == self._failed_deadline and now < self._failed_at + TIMER_ERROR_BACKOFF:
                 # handle_timer raised for this very deadline: back off.
-                hub.arm(self, self._failed_at + TIMER_ERROR_BACKOFF)
+                hub.arm(member, self._failed_at + TIMER_ERROR_BACKOFF)
                 return
             self._failed_deadline = None
             try:
@@ -287,11 +286,11 @@ class ThreadDriver(SocketDriver):
         call, no socket use happens after ``close()`` returns)."""
         current = threading.current_thread()
         can_join = not self._holds_lock()
-        hub = self._hub
-        if hub is not None and self._endpoint is not None:
+        hub, member = self._hub, self._member
+        if hub is not None and member is not None:
             # The closing flag is set: the hub runs no callback of ours any
             # more; after this it does not even select on the socket.
-            last = hub.unregister(self, self._sock)
+            last = hub.unregister(member)
             # Drop what has not started; wait for what runs (as a pool of
             # our own would on shutdown), unless that is us.
             spawned = [f for f in list(self._spawned) if not f.cancel()]
