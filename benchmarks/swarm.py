@@ -12,6 +12,10 @@ process, on 127.0.0.1 (the same steps as ``reference/swarm.js``):
    other (``announce_s``, latency p50/p90);
 3. L sequential lookups of those keys from other random nodes; a lookup is
    *found* when an answer lists the announcer's address (p50/p90 latency);
+   Each phase also reports the process's CPU seconds over it
+   (``bootstrap_cpu_s``, ``announce_cpu_s``, ``lookup_cpu_s``): on a busy
+   machine, where wall times depend on how many threads compete for the
+   cores, the steadier figure;
 4. the resident memory (``rss_mb``, ``peak_rss_mb``), then S seconds idle and
    the process's CPU over that window in % of one core (``idle_cpu_pct``).
 
@@ -95,6 +99,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
     nodes: list[Any] = []
     ready = failed = 0
     t0 = time.perf_counter()
+    c0 = cpu_seconds()
     for start in range(0, n, batch):
         group = [
             HyperDHT(host=HOST, bootstrap=bootstrap, backend=backend)
@@ -107,7 +112,12 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
                 ready += 1
             else:
                 failed += 1
-    out.update(bootstrap_s=time.perf_counter() - t0, bootstrapped=ready, bootstrap_failed=failed)
+    out.update(
+        bootstrap_s=time.perf_counter() - t0,
+        bootstrap_cpu_s=cpu_seconds() - c0,
+        bootstrapped=ready,
+        bootstrap_failed=failed,
+    )
 
     step = max(1, len(nodes) // max(1, announces))
     announcers = [nodes[i * step] for i in range(announces) if i * step < len(nodes)]
@@ -115,6 +125,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
     latencies: list[float] = []
     ok = 0
     t = time.perf_counter()
+    c0 = cpu_seconds()
     for node, key in zip(announcers, keys, strict=True):
         s = time.perf_counter()
         try:
@@ -125,6 +136,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
         latencies.append(time.perf_counter() - s)
     out.update(
         announce_s=time.perf_counter() - t,
+        announce_cpu_s=cpu_seconds() - c0,
         announce_ok=ok,
         announce_p50_ms=1000 * (quantile(latencies, 0.5) or 0),
         announce_p90_ms=1000 * (quantile(latencies, 0.9) or 0),
@@ -133,6 +145,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
     latencies = []
     found = 0
     t = time.perf_counter()
+    c0 = cpu_seconds()
     for i in range(lookups if keys else 0):
         k = i % len(keys)
         port = announcers[k].address.port
@@ -149,6 +162,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
             found += 1
     out.update(
         lookup_s=time.perf_counter() - t,
+        lookup_cpu_s=cpu_seconds() - c0,
         lookups=lookups,
         lookup_found=found,
         lookup_p50_ms=1000 * (quantile(latencies, 0.5) or 0),

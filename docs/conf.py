@@ -66,6 +66,7 @@ hyperdht_api_modules = [
     "hyperdht.drivers.base",
     "hyperdht.drivers.socket",
     "hyperdht.drivers.thread",
+    "hyperdht.drivers.hub",
     "hyperdht.drivers.gevent",
     "hyperdht.drivers.asyncio",
     "hyperdht.aio",

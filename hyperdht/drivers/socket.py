@@ -314,14 +314,17 @@ class SocketDriver(SocketEndpointDriver):
                 raise ClosedError("driver is closed")
             if self._endpoint is not None:
                 raise StateError("driver already started")
-            next_datagram, drain = self._prepare_receiver()
+            self._start_loops(endpoint)
             self._endpoint = endpoint
-            port = self._address[1]
-            self._launch(
-                f"hyperdht-recv-{port}", self._receive_loop, endpoint, next_datagram, drain
-            )
-            self._launch(f"hyperdht-timer-{port}", self._timer_loop, endpoint)
             self.flush()
+
+    def _start_loops(self, endpoint: Endpoint) -> None:
+        """Called by ``start()`` with the lock: start the receiver and the
+        timer of ``endpoint``; by default a task each (:meth:`_launch`)."""
+        next_datagram, drain = self._prepare_receiver()
+        port = self._address[1]
+        self._launch(f"hyperdht-recv-{port}", self._receive_loop, endpoint, next_datagram, drain)
+        self._launch(f"hyperdht-timer-{port}", self._timer_loop, endpoint)
 
     def _deadline_changed(self, old: float | None, deadline: float) -> None:
         if old is None or deadline < old:

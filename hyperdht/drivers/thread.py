@@ -1,13 +1,20 @@
 """The thread driver (``backend="thread"``, the default).
 
-Runs an :class:`~hyperdht.drivers.base.Endpoint` on a UDP socket with two
-daemon threads: a receiver that feeds datagrams to the endpoint, and a timer
-that sleeps on a :class:`threading.Event` until ``endpoint.get_timer()`` is
-due; ``spawn()`` uses a small thread pool. Time is :func:`time.monotonic`.
-The loops themselves are :class:`~hyperdht.drivers.socket.SocketDriver`'s;
-this module supplies the threads, the lock and the receiver's wake-up.
+Runs an :class:`~hyperdht.drivers.base.Endpoint` on a UDP socket. By
+default every driver of the process shares one I/O thread and one timer
+heap, the :func:`~hyperdht.drivers.hub.default_hub` (see
+:mod:`hyperdht.drivers.hub`): the hub thread reads a driver's socket when
+it is readable and runs its ``handle_timer`` when its deadline is due, with
+the driver's lock held, as a private receiver would. ``hub=False`` gives
+the driver its own two daemon threads instead (the
+:class:`~hyperdht.drivers.socket.SocketDriver` loops): a receiver that
+feeds datagrams to the endpoint, and a timer that sleeps on a
+:class:`threading.Event` until ``endpoint.get_timer()`` is due; a caller
+socket without ``fileno()`` always gets those. ``spawn()`` uses the hub's
+thread pool, or a small pool of the driver's own with ``hub=False``. Time
+is :func:`time.monotonic`.
 
-**Waking the receiver on close.** Closing a socket from another thread does
+**Waking a private receiver on close.** Closing a socket from another thread does
 not wake a ``recvfrom`` blocked on it (Linux), and a polling timeout costs
 wake-ups forever and latency on close. So the receiver never blocks in
 ``recvfrom``: it blocks in a :mod:`selectors` selector watching the socket
@@ -36,21 +43,33 @@ import socket as _socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ArgumentError, ArgumentTypeError
-from .base import SocketLike
-from .socket import RECV_BUFSIZE, NextDatagram, SocketDriver, bind_udp, drain_error_queue
+from ..ipencoding import Address
+from .base import Endpoint, SocketLike
+from .hub import Hub, Registration, default_hub
+from .socket import (
+    RECV_BATCH,
+    RECV_BUFSIZE,
+    TIMER_ERROR_BACKOFF,
+    NextDatagram,
+    SocketDriver,
+    bind_udp,
+    drain_error_queue,
+)
 
-__all__ = ["ThreadDriver", "POLL_INTERVAL", "SPAWN_JOIN_TIMEOUT", "SPAWN_WORKERS"]
+__all__ = ["POLL_INTERVAL", "SPAWN_JOIN_TIMEOUT", "SPAWN_WORKERS", "ThreadBackend", "ThreadDriver"]
 
 log = logging.getLogger(__name__)
 
 #: Receive timeout of the fallback loop for a caller socket without fileno().
 POLL_INTERVAL = 0.05
 
-#: Threads in the pool that runs :meth:`ThreadDriver.spawn` callables.
+#: Threads in the pool that runs :meth:`ThreadDriver.spawn` callables of a
+#: driver with private threads (on a hub: :data:`hyperdht.drivers.hub.SPAWN_WORKERS`).
 SPAWN_WORKERS = 4
 
 #: How long ``close()`` waits, in all, for spawned callables still running
@@ -60,11 +79,14 @@ SPAWN_JOIN_TIMEOUT = 1.0
 
 
 class ThreadDriver(SocketDriver):
-    """Runs one endpoint on one UDP socket with a receiver and a timer thread.
+    """Runs one endpoint on one UDP socket, on a shared hub thread or on a
+    receiver and a timer thread of its own.
 
     ``host``/``port``/``ipv6`` say where to bind a new socket (``port=0``
     picks a free one); ``socket`` supplies an already bound one instead,
-    which the driver never closes. Raises BindError (an OSError) when
+    which the driver never closes. ``hub`` is the :class:`~hyperdht.drivers.hub.Hub`
+    to run on: None (the default) for :func:`~hyperdht.drivers.hub.default_hub`,
+    False for private threads. Raises BindError (an OSError) when
     binding fails (the message names the address), ArgumentTypeError (a
     TypeError) when ``socket`` offers neither ``fileno()`` nor
     ``settimeout()``, ArgumentError (a ValueError) when it is closed.
@@ -77,7 +99,10 @@ class ThreadDriver(SocketDriver):
         port: int = 0,
         ipv6: bool = False,
         socket: SocketLike | None = None,
+        hub: Hub | bool | None = None,
     ) -> None:
+        if hub is True:
+            hub = None
         if socket is None:
             sock: Any = bind_udp(_socket.socket, host, port, ipv6)
             owned = True
@@ -99,12 +124,45 @@ class ThreadDriver(SocketDriver):
         self._pool: ThreadPoolExecutor | None = None
         self._in_pool = threading.local()
         self._pool_threads: list[threading.Thread] = []
+        self._spawned: set[Future[Any]] = set()  # on the hub's pool
+        self._hub: Hub | None = None
+        if selectable and hub is not False:
+            self._hub = default_hub() if hub is None else hub
+        self._member: Registration | None = None  # on the hub, once started
+        self._failed_deadline: float | None = None
+        self._failed_at = 0.0
+
+    @property
+    def hub(self) -> Hub | None:
+        """The hub this driver runs on, or None when it has its own threads."""
+        return self._hub
 
     def new_event(self) -> threading.Event:
         """A fresh :class:`threading.Event`."""
         return threading.Event()
 
     # -- what SocketDriver asks of a backend -----------------------------------
+
+    def _start_loops(self, endpoint: Endpoint) -> None:
+        hub = self._hub
+        if hub is None:
+            super()._start_loops(endpoint)
+            return
+        sock = self._sock
+        if not self._owned:
+            timeout = sock.gettimeout() if hasattr(sock, "gettimeout") else None
+            self._restore_timeout = (sock, timeout) if hasattr(sock, "settimeout") else None
+        sock.setblocking(False)
+        self._member = hub.register(sock, self._hub_readable, self._hub_timer)
+
+    def _deadline_changed(self, old: float | None, deadline: float) -> None:
+        member = self._member
+        if member is None:
+            super()._deadline_changed(old, deadline)
+            return
+        armed = member.armed  # unlocked: a stale value is harmless (see armed)
+        if armed is None or deadline < armed:
+            self._hub.arm(member, deadline)  # type: ignore[union-attr]
 
     def _prepare_receiver(self) -> tuple[NextDatagram, Callable[[int], Any] | None]:
         sock = self._sock
@@ -156,6 +214,12 @@ class ThreadDriver(SocketDriver):
         thread.start()
 
     def _spawn_task(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        hub = self._hub
+        if hub is not None:
+            future = hub.spawn(self._run_spawned, fn, args)
+            self._spawned.add(future)
+            future.add_done_callback(self._spawned.discard)
+            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=SPAWN_WORKERS,
@@ -163,6 +227,67 @@ class ThreadDriver(SocketDriver):
                 initializer=self._mark_pool_thread,
             )
         self._pool.submit(self._run_spawned, fn, args)
+
+    # -- what the hub calls (on its thread) ---------------------------------------
+
+    def _hub_readable(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        receive = endpoint.receive_datagram
+        recvfrom = self._sock.recvfrom
+        make_address = Address
+        with self.lock:
+            if self._closing:
+                return
+            now = self.now()
+            for received in range(RECV_BATCH):
+                try:
+                    data, addr = recvfrom(RECV_BUFSIZE)
+                except (BlockingIOError, InterruptedError):
+                    if not received:
+                        # Readable with nothing to read: a queued ICMP
+                        # report (IP_RECVERR), which would keep the
+                        # selector waking us forever.
+                        drain_error_queue(self._sock)
+                    break  # nothing more queued (or a spurious readiness)
+                except ConnectionError:
+                    continue  # an ICMP error reported on the socket
+                except OSError:
+                    if not self._closing:
+                        log.exception("receiving on %s failed", self._address)
+                    break
+                try:
+                    receive(data, make_address(addr[0], addr[1]), now)
+                except Exception:
+                    self._endpoint_error("receive_datagram")
+            self._safe_flush()
+
+    def _hub_timer(self) -> None:
+        endpoint = self._endpoint
+        hub = self._hub
+        member = self._member
+        if endpoint is None or hub is None or member is None:
+            return
+        with self.lock:
+            deadline = self._deadline
+            if self._closing or deadline is None:
+                return
+            now = self.now()
+            if now < deadline:
+                hub.arm(member, deadline)
+                return
+            if deadline == self._failed_deadline and now < self._failed_at + TIMER_ERROR_BACKOFF:
+                # handle_timer raised for this very deadline: back off.
+                hub.arm(member, self._failed_at + TIMER_ERROR_BACKOFF)
+                return
+            self._failed_deadline = None
+            try:
+                endpoint.handle_timer(now)
+            except Exception:
+                self._endpoint_error("handle_timer")
+                self._failed_deadline, self._failed_at = deadline, now
+            self._safe_flush()
 
     def _wake_receiver(self) -> None:
         # Under the lock: the receiver closes this pair, also under it.
@@ -178,6 +303,20 @@ class ThreadDriver(SocketDriver):
         still running gets :data:`SPAWN_JOIN_TIMEOUT` in all."""
         current = threading.current_thread()
         can_join = not self._holds_lock()
+        hub, member = self._hub, self._member
+        if hub is not None and member is not None:
+            # The closing flag is set: the hub runs no callback of ours any
+            # more; after this it does not even select on the socket.
+            last = hub.unregister(member)
+            # Drop what has not started; wait for what runs (as a pool of
+            # our own would on shutdown), unless that is us.
+            spawned = [f for f in list(self._spawned) if not f.cancel()]
+            if can_join and not hub.in_pool():
+                _done, running = futures.wait(spawned, timeout=SPAWN_JOIN_TIMEOUT)
+                if running:
+                    log.warning("close(): %d spawned callables still running", len(running))
+            if last is not None and last is not current and can_join:
+                hub.join_if_idle(last)
         for thread in self._threads:
             if thread is not current and can_join:
                 thread.join()
@@ -211,3 +350,29 @@ class ThreadDriver(SocketDriver):
     def _holds_lock(self) -> bool:
         is_owned = getattr(self.lock, "_is_owned", None)
         return bool(is_owned()) if is_owned is not None else False
+
+
+class ThreadBackend:
+    """A :class:`~hyperdht.drivers.base.Backend` of thread drivers on a
+    chosen hub: ``DHT(backend=ThreadBackend(hub=False))`` gives a node its
+    own receiver and timer threads, ``ThreadBackend(hub=Hub())`` runs the
+    nodes created with it on a hub of their own. ``hub=None`` is what
+    ``backend="thread"`` does (the process-wide hub)."""
+
+    def __init__(self, hub: Hub | bool | None = None) -> None:
+        #: What every driver created here gets as ``hub=``.
+        self.hub = hub
+
+    def create_driver(
+        self,
+        *,
+        host: str,
+        port: int,
+        ipv6: bool,
+        socket: SocketLike | None,
+    ) -> ThreadDriver:
+        """A :class:`ThreadDriver` on this backend's hub."""
+        return ThreadDriver(host=host, port=port, ipv6=ipv6, socket=socket, hub=self.hub)
+
+    def __repr__(self) -> str:
+        return f"ThreadBackend(hub={self.hub!r})"
