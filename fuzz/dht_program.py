@@ -10,12 +10,13 @@ discovery target adds ``peers`` requests and responses and its own local
 operations through :meth:`DHTProgram.extra_step`.
 
 Invariants checked after every step: nothing escapes the core; one request
-in gives at most one datagram out (third-party sends included), and no
-answer exceeds :data:`ANSWER_LIMIT` bytes or the request's size plus
-:data:`FORWARD_SLACK`; a response gives at most :data:`RESPONSE_FANOUT`
-datagrams out; requests in flight never exceed the concurrency; the
-routing table, the table's bookkeeping and the token cache stay bounded;
-and at the end, with the clock run on, every query, ping and connect
+in gives at most one answer out (a response or a forwarded ping: third-party
+sends included), plus at most one re-ping of a routing-table contact when
+the sender lands in a full bucket; no answer exceeds :data:`ANSWER_LIMIT`
+bytes or the request's size plus :data:`FORWARD_SLACK`; a response gives
+at most :data:`RESPONSE_FANOUT` datagrams out; requests in flight never
+exceed the concurrency; the routing table, the table's bookkeeping and the
+token cache stay bounded; and at the end, with the clock run on, every query, ping and connect
 completes.
 """
 
@@ -87,6 +88,7 @@ class DHTProgram:
         self.core.on_request("values", self.on_values, update=True)
         self.core.on_datagram = lambda data, addr: None
         self.core.on_holepunch = lambda requester, target: None
+        self.core.on_node_added = self.core.on_node_removed = lambda node: None
         self.deferred: list[IncomingQuery] = []
         self.queries: list[Query] = []
         self.futures: list[Future[Address]] = []
@@ -145,8 +147,18 @@ class DHTProgram:
         if len(data) < 2 or (len(data) > 2 and data[2] == 0xFF):
             check(not out, "a short or application datagram made the core send")
         elif data[0] & 0x80:
-            check(len(out) <= 1, f"one request made the core send {len(out)} datagrams")
-            for payload, _, _ in out:
+            # One answer (a response, or the forward of a hole-punch ping,
+            # to whatever address), and at most one re-ping of a contact of
+            # the routing table when the sender joins a full bucket.
+            answers = [d for d in out if d[0][:2] == data[:2] or not d[0][0] & 0x80]
+            repings = [d for d in out if d not in answers]
+            check(len(answers) <= 1, f"one request made the core answer {len(answers)} times")
+            check(len(repings) <= 1, f"one request made the core send {len(repings)} pings")
+            for payload, to, _ in repings:
+                ping = messages.decode_request(payload[2:])
+                check(ping.command == "_ping" and not ping.forward_request, "not a re-ping")
+                check(any(c.address == to for c in self.core.table), "re-ping off the table")
+            for payload, _, _ in answers:
                 limit = max(ANSWER_LIMIT, len(data) + FORWARD_SLACK)
                 check(len(payload) <= limit, f"a {len(data)}-byte request got {len(payload)} out")
         else:

@@ -129,6 +129,15 @@ def _programs(target: str) -> dict[str, bytes]:
         "connect": b"\x04\x06\x03\x03\x01\x04\x01" + answer + b"\x05\x06" + answer,
         "timers": b"\x20\x05\x09\x05\x0a\x05\x0b" + answer,
     }
+
+    # A full bucket: bootstrap (unanswered), 22 pings from ids in the
+    # farthest bucket, 20 s on (the contacts go stale), 4 more: re-pings.
+    def ping(i: int) -> bytes:
+        return bytes([1, i % 6, 0, i, 0, 2, 0x80 | i]) + bytes(31) + b"\x00\xff\xff\x00\x00"
+
+    stale = b"\x05\x07" * 3 + b"".join(ping(i) for i in range(22)) + b"\x05\x08\x05\x08"
+    progs["bucket-full"] = b"\x20" + stale + b"".join(ping(i) for i in range(22, 26)) + b"\x05\x06"
+    progs["close"] = b"\x20" + answer + b"\x06\x01\x03\x06\x07\xc5" + answer + b"\x06\x00\x00"
     if target == "discovery":
         lookup = b"\x09\x01\x00\x01\x02\x07\x01"
         announce = b"\x09\x02\x01\x00\x03"
