@@ -146,6 +146,13 @@ def _programs(target: str) -> dict[str, bytes]:
         puts = b"".join(
             bytes([9, 0, key, addr, 1, 0, 0, 1, 1, 1, 0]) for key in range(4) for addr in range(10)
         )
+        # 160 announcers (distinct ports) under one key, then a lookup:
+        # the answer stops at MAX_REPLY (with the big store).
+        many = b"".join(
+            bytes([9, 0, 0, i % 6, 1, i, 0, 1, 1, 6]) + (1000 + i).to_bytes(2, "big") + b"\x00"
+            for i in range(160)
+        )
+        progs["full-reply"] = b"\x00" + many + b"\x09\x01\x00\x00" + lookup
         progs["announce-lookup"] = b"\x20" + answer + announce + answer * 2 + lookup + answer
         progs["served"] = b"\x00" + puts + b"\x05\x0a" + lookup + puts[:44]
     return progs
@@ -162,6 +169,12 @@ def seeds(target: str) -> dict[str, bytes]:
             out[f"{name}-{i}"] = program
     if target != "udprequest":
         out.update(_programs(target))
+    if target == "discovery":
+        # The discovery program's own configuration byte, after the DHT's:
+        # a node address; the big store for the full-reply program.
+        out = {
+            k: v[:1] + (b"\x03" if k == "full-reply" else b"\x01") + v[1:] for k, v in out.items()
+        }
     return out
 
 

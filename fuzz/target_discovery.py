@@ -5,10 +5,11 @@ with ``peers`` requests built field by field (lookup, announce and
 unannounce, any type, port and local address, with or without a valid
 token), ``peers`` responses to the node's own lookups and announces, and
 those local operations. The peer store is small (``MAX_PEERS``), so that
-generations turn over.
+generations turn over, or (by the second configuration byte) large enough
+for an answer to fill ``MAX_REPLY``.
 
 Invariants, besides the DHT program's: the store never holds more than
-about twice ``MAX_PEERS`` items, and a ``peers`` answer never lists more
+about twice ``max_peers`` items, and a ``peers`` answer never lists more
 peers than fit in :data:`~hyperdht.discovery.core.MAX_REPLY` bytes plus one.
 """
 
@@ -21,12 +22,14 @@ from hyperdht.ipencoding import Address
 from .dht_program import DHTProgram
 from .harness import ID_POOL, check
 
-__all__ = ["NAME", "MAX_PEERS", "run_one"]
+__all__ = ["NAME", "MAX_PEERS", "BIG_STORE", "run_one"]
 
 #: The target's name (``run.py --target``).
 NAME = "discovery"
 #: The store's ``max_peers`` (small, so that generations turn over).
 MAX_PEERS = 24
+#: The other ``max_peers`` (a full answer needs 150 peers under one key).
+BIG_STORE = 400
 _KEYS = ID_POOL[:4]
 
 
@@ -35,11 +38,15 @@ class DiscoveryProgram(DHTProgram):
 
     def __init__(self, data: bytes) -> None:
         super().__init__(data)
+        flags = self.r.byte()
+        #: Small, so that generations turn over; or large enough for a
+        #: ``peers`` answer to reach MAX_REPLY.
+        self.max_peers = MAX_PEERS if not flags & 2 else BIG_STORE
         self.discovery = DiscoveryCore(
             self.core,
-            max_peers=MAX_PEERS,
+            max_peers=self.max_peers,
             max_age=120.0,
-            address=self.pool[0] if self.r.flag() else None,
+            address=self.pool[0] if flags & 1 else None,
         )
         self.discovery.add_listener("announce", self.listener)
         self.discovery.add_listener("lookup", self.listener)
@@ -134,11 +141,11 @@ class DiscoveryProgram(DHTProgram):
         """The DHT program's bounds, and the peer store's."""
         super().check_state()
         store = self.discovery.store
-        check(len(store) <= MAX_PEERS, "the current generation outgrew max_peers")
+        check(len(store) <= self.max_peers, "the current generation outgrew max_peers")
         total = sum(len(e) + 1 for e in store._current.values())
         total += sum(len(e) + 1 for e in store._previous.values())
-        check(total <= 2 * (MAX_PEERS + 1), f"the store holds {total} items")
-        check(len(store._current) + len(store._previous) <= 2 * MAX_PEERS, "too many keys")
+        check(total <= 2 * (self.max_peers + 1), f"the store holds {total} items")
+        check(len(store._current) + len(store._previous) <= 2 * self.max_peers, "too many keys")
 
 
 def run_one(data: bytes) -> None:
