@@ -99,6 +99,7 @@ __all__ = [
     "encode_peers_response",
     "encode_request",
     "encode_response",
+    "response_field",
 ]
 
 #: ``PeersRequest.type`` values.
@@ -211,23 +212,54 @@ def decode_request(buf: bytes) -> RpcRequest:
     )
 
 
+def _length(n: int) -> bytes:
+    """The varint of a field length."""
+    if n < 0x80:
+        return _SHORT_LENGTHS[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SHORT_LENGTHS = [bytes((n,)) for n in range(0x80)]
+
+
+def response_field(number: int, value: bytes) -> bytes:
+    """One ``Response`` bytes field (``number`` 1-4: id, nodes, value,
+    roundtripToken) as :func:`encode_response` writes it: tag, varint length,
+    bytes. Responses are concatenations of these in field-number order, so
+    a node can encode the fields that never change (its id) once.
+    Raises ArgumentTypeError if ``value`` is not bytes."""
+    if not isinstance(value, bytes):
+        raise ArgumentTypeError(
+            f"response: field {number} must be bytes, got {type(value).__name__}"
+        )
+    return _TAGS[number] + _length(len(value)) + value
+
+
+# Field number -> tag byte of a length-delimited field (wire type 2).
+_TAGS = {n: bytes(((n << 3) | 2,)) for n in range(1, 5)}
+
+
 def encode_response(r: RpcResponse) -> bytes:
-    """Encode *r* as the reference does (every non-None field)."""
-    try:
-        m = _Response()
-        if r.id is not None:
-            m.id = r.id
-        if r.nodes is not None:
-            m.nodes = r.nodes
-        if r.value is not None:
-            m.value = r.value
-        if r.roundtrip_token is not None:
-            m.roundtripToken = r.roundtrip_token
-        out: bytes = m.SerializeToString()
-    except TypeError as exc:
-        raise ArgumentTypeError(f"response: {exc}") from exc
-    except ValueError as exc:
-        raise ArgumentError(f"response: {exc}") from exc
+    """Encode *r* as the reference does (every non-None field).
+
+    All four fields are ``bytes`` (a proto2 ``optional bytes`` is a tag, a
+    varint length and the bytes), so this writes them directly rather than
+    through a protobuf message: the same bytes, a few times faster.
+    """
+    out = b""
+    if r.id is not None:
+        out = response_field(1, r.id)
+    if r.nodes is not None:
+        out += response_field(2, r.nodes)
+    if r.value is not None:
+        out += response_field(3, r.value)
+    if r.roundtrip_token is not None:
+        out += response_field(4, r.roundtrip_token)
     return out
 
 
