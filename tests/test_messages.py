@@ -407,18 +407,20 @@ _OPTIONAL_BYTES = st.none() | st.binary(max_size=300)
 @example(b"i" * 32, bytes(760), None, b"t" * 32)  # a _find_node answer
 @example(None, b"", bytes(20000), b"")  # a three-byte varint
 @settings(max_examples=300)
-def test_encode_response_writes_what_protobuf_writes(
+def test_response_fields_write_what_protobuf_writes(
     id: bytes | None, nodes: bytes | None, value: bytes | None, token: bytes | None
 ) -> None:
-    # encode_response writes the fields itself; the generated message is the
-    # oracle, lengths of 128 and more (two-byte varints) included.
-    from hyperdht.messages import dht_rpc_pb2
+    # The node writes its responses with response_field; the generated
+    # message is the oracle, lengths of 128 and more (two-byte varints) included.
+    from hyperdht.messages import dht_rpc_pb2, response_field
 
     m = dht_rpc_pb2.Response()
     for name, v in (("id", id), ("nodes", nodes), ("value", value), ("roundtripToken", token)):
         if v is not None:
             setattr(m, name, v)
-    assert encode_response(RpcResponse(id, nodes, value, token)) == m.SerializeToString()
+    fields = (id, nodes, value, token)
+    written = b"".join(response_field(n, v) for n, v in enumerate(fields, 1) if v is not None)
+    assert written == m.SerializeToString() == encode_response(RpcResponse(*fields))
 
 
 def test_response_field_is_one_field_of_encode_response() -> None:
