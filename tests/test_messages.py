@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from google.protobuf.internal import api_implementation  # type: ignore[import-untyped]
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from node_reference import missing_packages, node_environ
 
@@ -398,3 +398,38 @@ def test_reference_decodes_our_encoding(batch: list[tuple[str, Message]]) -> Non
         res = json.loads(line)
         assert res["ok"], res
         assert matches_reference_decode(kind, msg, res["value"])
+
+
+_OPTIONAL_BYTES = st.none() | st.binary(max_size=300)
+
+
+@given(_OPTIONAL_BYTES, _OPTIONAL_BYTES, _OPTIONAL_BYTES, _OPTIONAL_BYTES)
+@example(b"i" * 32, bytes(760), None, b"t" * 32)  # a _find_node answer
+@example(None, b"", bytes(20000), b"")  # a three-byte varint
+@settings(max_examples=300)
+def test_response_fields_write_what_protobuf_writes(
+    id: bytes | None, nodes: bytes | None, value: bytes | None, token: bytes | None
+) -> None:
+    # The node writes its responses with response_field; the generated
+    # message is the oracle, lengths of 128 and more (two-byte varints) included.
+    from hyperdht.messages import dht_rpc_pb2, response_field
+
+    m = dht_rpc_pb2.Response()
+    for name, v in (("id", id), ("nodes", nodes), ("value", value), ("roundtripToken", token)):
+        if v is not None:
+            setattr(m, name, v)
+    fields = (id, nodes, value, token)
+    written = b"".join(response_field(n, v) for n, v in enumerate(fields, 1) if v is not None)
+    assert written == m.SerializeToString() == encode_response(RpcResponse(*fields))
+
+
+def test_response_field_is_one_field_of_encode_response() -> None:
+    from hyperdht.messages import response_field
+
+    nodes = bytes(range(200)) * 4
+    assert response_field(1, b"i" * 32) + response_field(2, nodes) == encode_response(
+        RpcResponse(id=b"i" * 32, nodes=nodes)
+    )
+    assert response_field(3, b"") == b"\x1a\x00"
+    with pytest.raises(TypeError, match="field 2 must be bytes"):
+        response_field(2, bytearray(b"x"))  # type: ignore[arg-type]

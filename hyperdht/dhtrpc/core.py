@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import os
 import random
 from collections import OrderedDict, deque
@@ -109,6 +110,11 @@ class _Queued:
     pending: PendingRequest | None = None
 
 
+# The serve path's helpers, bound once.
+_encoded_of = operator.attrgetter("encoded")
+_response_field = messages.response_field
+
+
 def _nothing() -> None:
     """The canceller of a request that already completed."""
 
@@ -149,6 +155,8 @@ class DHTCore:
         self.peer_codec = peer_codec(self.ipv6)
         self.node_codec = node_codec(self.ipv6, ID_LENGTH)
         self._query_id = None if self.ephemeral else self.id
+        # The encoded ``id`` field of our responses (none when ephemeral).
+        self._id_field = b"" if self.ephemeral else messages.response_field(1, self.id)
         self._rng = rng or random.Random()
         self.udp = RequestCore(
             timeout=timeout, rng=self._rng, on_request=self._on_request, on_drop=self.drop
@@ -636,18 +644,20 @@ class DHTCore:
                 self.drop("bad_forward")
                 return
 
+        # The built-in commands, on the hot path: their responses are
+        # written field by field (what encode_response would write for an
+        # RpcResponse of id, value or nodes, and token), our id's field once.
         command = req.command
         if command == "_ping":
-            self._respond(
-                tid,
-                reply_to,
-                messages.RpcResponse(
-                    id=self._query_id,
-                    value=self.peer_codec.encode(reply_to),
-                    roundtrip_token=self.tokens.issue(reply_to.host),
-                ),
-                command,
-            )
+            if not self.closed:
+                self.stats.requests_served[command] += 1
+                self.udp.respond(
+                    tid,
+                    self._id_field
+                    + _response_field(3, self.peer_codec.encode(reply_to))
+                    + _response_field(4, self.tokens.issue(reply_to.host)),
+                    reply_to,
+                )
             return
 
         target = req.target
@@ -656,16 +666,15 @@ class DHTCore:
             return
 
         if command == "_find_node":
-            self._respond(
-                tid,
-                addr,
-                messages.RpcResponse(
-                    id=self._query_id,
-                    nodes=self._closest_encoded(target),
-                    roundtrip_token=self.tokens.issue(addr.host),
-                ),
-                command,
-            )
+            if not self.closed:
+                self.stats.requests_served[command] += 1
+                self.udp.respond(
+                    tid,
+                    self._id_field
+                    + _response_field(2, self._closest_encoded(target))
+                    + _response_field(4, self.tokens.issue(addr.host)),
+                    addr,
+                )
             return
 
         is_update = token is not None
@@ -718,13 +727,15 @@ class DHTCore:
         self.udp.respond(tid, messages.encode_response(res), addr)
 
     def _closest_encoded(self, target: bytes) -> bytes:
-        parts = []
-        for c in self.table.closest(target, K):
-            enc = c.encoded
-            if enc is None:
-                enc = c.encoded = self.node_codec.encode(c.to_node())
-            parts.append(enc)
-        return b"".join(parts)
+        closest = self.table.closest(target, K)
+        try:
+            return b"".join(map(_encoded_of, closest))
+        except TypeError:  # a contact not encoded yet (new, or its address changed)
+            encode = self.node_codec.encode
+            for c in closest:
+                if c.encoded is None:
+                    c.encoded = encode(c.to_node())
+            return b"".join(map(_encoded_of, closest))
 
     def _forward(
         self, tid: int, req: messages.RpcRequest, addr: Address, token: bytes | None

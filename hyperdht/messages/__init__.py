@@ -99,6 +99,7 @@ __all__ = [
     "encode_peers_response",
     "encode_request",
     "encode_response",
+    "response_field",
 ]
 
 #: ``PeersRequest.type`` values.
@@ -209,6 +210,39 @@ def decode_request(buf: bytes) -> RpcRequest:
         m.roundtripToken or (b"" if h("roundtripToken") else None),
         m.value or (b"" if h("value") else None),
     )
+
+
+def _length(n: int) -> bytes:
+    """The varint of a field length."""
+    if n < 0x80:
+        return _SHORT_LENGTHS[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SHORT_LENGTHS = [bytes((n,)) for n in range(0x80)]
+
+
+def response_field(number: int, value: bytes) -> bytes:
+    """One ``Response`` bytes field (``number`` 1-4: id, nodes, value,
+    roundtripToken) as :func:`encode_response` writes it: tag, varint length,
+    bytes. Responses are concatenations of these in field-number order, so
+    a node can encode the fields that never change (its id) once and write
+    the rest without building a protobuf message.
+    Raises ArgumentTypeError if ``value`` is not bytes."""
+    if not isinstance(value, bytes):
+        raise ArgumentTypeError(
+            f"response: field {number} must be bytes, got {type(value).__name__}"
+        )
+    return _TAGS[number] + _length(len(value)) + value
+
+
+# Field number -> tag byte of a length-delimited field (wire type 2).
+_TAGS = {n: bytes(((n << 3) | 2,)) for n in range(1, 5)}
 
 
 def encode_response(r: RpcResponse) -> bytes:
