@@ -165,6 +165,7 @@ class DHTCore:
         self._rejoin = False
         #: Whether unsolicited datagrams reach us (:mod:`.reachability`).
         self.reachability = ReachabilityProber(self, self._rng)
+        self.reachability.enabled = self.ephemeral_mode == "auto"
         if self.ephemeral_mode == "auto":
             self.reachability.on_verdict = self._on_verdict
             nodes = list(nodes)
@@ -238,8 +239,8 @@ class DHTCore:
             self._outbox = []
         if out:
             self.udp.outbox = []
+            out = self.reachability.sent(out)
             self.stats.datagrams_out += len(out)
-            self.reachability.sent(out)
         return out
 
     def get_timer(self) -> float | None:

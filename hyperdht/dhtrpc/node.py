@@ -604,6 +604,17 @@ class DHT:
         with self._driver.locked():
             self._core.send_datagram(bytes(data), target)
 
+    def on_reachability(self, handler: Callable[[str], None] | None) -> None:
+        """Call ``handler(verdict)`` whenever :attr:`reachability` changes
+        (on the receive path: keep it quick). None removes every handler
+        set this way."""
+        with self._driver.lock:
+            listeners = self._core.reachability.listeners
+            if handler is None:
+                listeners.clear()
+            else:
+                listeners.append(handler)
+
     def on_datagram(self, handler: DatagramHandler | None) -> None:
         """Receive application datagrams: ``handler(data, address)`` runs on
         the receiver for each (keep it quick). None removes it."""

@@ -19,7 +19,10 @@ can keep us in their routing tables). One *probe*:
    (*void*: X, or R's forwarding, is gone). Behind a NAT (or when we
    cannot tell) X is not contacted and silence is a miss: X's answer may
    have left an unreplied entry in a Linux NAT, which would make it remap
-   our datagram to X to another public port (tests/netns/NAT-REPORT.md).
+   our datagrams to X to another public port (tests/netns/NAT-REPORT.md),
+   so nothing at all is sent to X for :data:`QUARANTINE` seconds (queries
+   find it silent; the datagrams count as the drop reason
+   ``reachability_quarantine``).
 
 A probe whose X is sent anything else while it runs (a query walking
 there, say) is void too. The verdict of a *run* (up to
@@ -43,6 +46,11 @@ changes, then one after a delay that depends on the verdict
 (:data:`RERUN`) and doubles after each run with the same verdict, up to
 :data:`RERUN_MAX`. A network too small to have a node we never contacted
 stays ``"unknown"`` (for ``ephemeral="auto"``: ephemeral, the safe side).
+
+Only a node with ``ephemeral="auto"`` probes (:attr:`ReachabilityProber.enabled`);
+with an explicit ``True`` or ``False`` nothing is sent and the verdict
+comes from the pongs alone (``"reachable"`` without address translation,
+else ``"unknown"``).
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ import logging
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import messages
@@ -72,6 +80,7 @@ __all__ = [
     "MAX_PROBES",
     "MISSES_FOR_UNREACHABLE",
     "CONTACTED_LIMIT",
+    "QUARANTINE",
     "RERUN",
     "RERUN_MAX",
     "ReachabilityProber",
@@ -96,6 +105,9 @@ MAX_PROBES = 6
 MISSES_FOR_UNREACHABLE = 2
 #: Hosts we sent to that the prober remembers (oldest forgotten first).
 CONTACTED_LIMIT = 4096
+#: Seconds nothing is sent to the X of a silent probe behind a NAT: more
+#: than Linux conntrack keeps an unreplied UDP entry (30 s by default).
+QUARANTINE = 90.0
 #: Seconds from the end of a run to the next one, by the verdict.
 RERUN = {REACHABLE: 600.0, UNREACHABLE: 120.0, UNKNOWN: 30.0}
 #: The delay doubles after each run with an unchanged verdict, up to this.
@@ -123,12 +135,17 @@ class ReachabilityProber:
     def __init__(self, core: DHTCore, rng: random.Random) -> None:
         self._core = core
         self._rng = rng
+        #: False: no probes (explicit ``ephemeral=True``/``False``); the
+        #: verdict then only comes from the first pong.
+        self.enabled = True
         #: The current verdict: one of :data:`VERDICTS`.
         self.verdict = UNKNOWN
         #: When the next run is due (None: none scheduled; ``-inf``: at once).
         self.next_run: float | None = None
-        #: Called with the new verdict when it changes.
+        #: Called with the new verdict when it changes (the core's hook).
         self.on_verdict: Callable[[str], None] | None = None
+        #: Also called with each new verdict, after :attr:`on_verdict`.
+        self.listeners: list[Callable[[str], None]] = []
         self._contacted: OrderedDict[str, None] = OrderedDict()
         # X host -> its probe, while the forwarded ping to it is in flight.
         self._watching: dict[str, _Probe] = {}
@@ -140,12 +157,19 @@ class ReachabilityProber:
         self._used: set[str] = set()
         self._delay: float | None = None
         self._last: str | None = None
+        # X host -> until when nothing is sent to it; and the latest time
+        # the prober was told (sent() has none of its own).
+        self._quarantine: dict[str, float] = {}
+        self._now = -math.inf
 
     # -- what the core calls ------------------------------------------------
 
-    def sent(self, out: Iterable[Datagram]) -> None:
+    def sent(self, out: list[Datagram]) -> list[Datagram]:
         """Remember the hosts of datagrams about to be sent (a probe whose
-        X is among them becomes void)."""
+        X is among them becomes void); returns ``out`` without those to a
+        quarantined host (see :data:`QUARANTINE`)."""
+        if self._quarantine:
+            out = self._filter(out)
         contacted = self._contacted
         for _data, addr, _opts in out:
             host = addr.host
@@ -157,6 +181,20 @@ class ReachabilityProber:
             probe = self._watching.pop(host, None)
             if probe is not None:
                 probe.void = True
+        return out
+
+    def _filter(self, out: list[Datagram]) -> list[Datagram]:
+        quarantine = self._quarantine
+        now = self._now
+        for host, until in list(quarantine.items()):
+            if now >= until:
+                del quarantine[host]
+        if not quarantine:
+            return out
+        kept = [d for d in out if d[1].host not in quarantine]
+        if len(kept) != len(out):
+            self._core.stats.drops["reachability_quarantine"] += len(out) - len(kept)
+        return kept
 
     def contacted(self, host: str) -> bool:
         """True if we sent a datagram to ``host`` (as far as remembered)."""
@@ -167,20 +205,22 @@ class ReachabilityProber:
         our socket's address): start over, and run again at once."""
         self._delay = None
         self._set(REACHABLE if natted is False else UNKNOWN)
-        if self._core.bootstrapped or self.next_run is not None:
+        if self.enabled and (self._core.bootstrapped or self.next_run is not None):
             self.next_run = -math.inf
 
     def schedule(self, delay: float = 0.0, *, now: float | None = None) -> None:
         """Run at ``now + delay`` (no ``now``: as soon as the core's timer
-        fires, whatever the delay)."""
-        self.next_run = -math.inf if now is None else now + delay
+        fires, whatever the delay). Nothing when not :attr:`enabled`."""
+        if self.enabled:
+            self.next_run = -math.inf if now is None else now + delay
 
     def handle_timer(self, now: float) -> None:
         """Start the run that is due at ``now``, if any."""
+        self._now = now
         if self.next_run is None or now < self.next_run:
             return
         self.next_run = None
-        if not self._running:
+        if self.enabled and not self._running:
             self._start(now)
 
     # -- runs ---------------------------------------------------------------
@@ -274,7 +314,10 @@ class ReachabilityProber:
         if core.natted is not False:
             # Behind a NAT, X's answer may have left an unreplied entry in
             # it (Linux conntrack): a datagram of ours to X now would leave
-            # from a remapped port. So X is not contacted: silence is a miss.
+            # from a remapped port, and X would record that port (as our
+            # announced address, say). So X is not contacted, nothing goes
+            # to it for QUARANTINE seconds, and silence is a miss.
+            self._quarantine[x.host] = now + QUARANTINE
             self._checked(None, now)
             return
         # Silence: was X alive? A direct ping (we may contact it now).
@@ -290,6 +333,7 @@ class ReachabilityProber:
         self._probe_done(now)
 
     def _probe_done(self, now: float) -> None:
+        self._now = max(self._now, now)
         self._active -= 1
         if self._hits == 0 and self._misses < MISSES_FOR_UNREACHABLE:
             self._fill(now)
@@ -332,3 +376,8 @@ class ReachabilityProber:
         log.info("reachability: %s", verdict)
         if self.on_verdict is not None:
             self.on_verdict(verdict)
+        for listener in list(self.listeners):
+            try:
+                listener(verdict)
+            except Exception:
+                log.exception("reachability listener %r raised", listener)
