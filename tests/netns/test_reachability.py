@@ -49,7 +49,9 @@ for node in nodes:
 def start_swarm(lab: RoutedLab) -> Any:
     for i in range(SWARM):
         lab.exec(lab.bootstrap, ["ip", "addr", "add", f"198.18.0.{11 + i}/24", "dev", "eth0"])
-    proc = lab.python(lab.bootstrap, ["-c", SWARM_CODE, BACKEND, str(SWARM)])
+    # The scenery runs on threads whatever the backend under test (A's):
+    # its blocking stdin read would stall a gevent hub.
+    proc = lab.python(lab.bootstrap, ["-c", SWARM_CODE, "thread", str(SWARM)])
     m = proc.expect(r"^SWARM (\d+)$", timeout=15)
     assert int(m.group(1)) >= SWARM - 1, "the swarm did not bootstrap"
     return proc
