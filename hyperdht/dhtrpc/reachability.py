@@ -226,6 +226,13 @@ class ReachabilityProber:
     # -- runs ---------------------------------------------------------------
 
     def _start(self, now: float) -> None:
+        core = self._core
+        if core.observed is None and core.local_address is not None and len(core.table):
+            # The bootstrap's pong was lost: ask again (its answer sets the
+            # outside address, and a new run follows).
+            for contact in core.table:
+                core.ping(contact.address, now=now)
+                break
         self._running = True
         self._started = self._active = self._hits = self._misses = 0
         self._used = set()
