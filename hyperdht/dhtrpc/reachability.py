@@ -102,7 +102,7 @@ PARALLEL = 3
 #: Probes one run starts at most.
 MAX_PROBES = 6
 #: Misses (and no hit) that make a run's verdict ``"unreachable"``.
-MISSES_FOR_UNREACHABLE = 2
+MISSES_FOR_UNREACHABLE = 3
 #: Hosts we sent to that the prober remembers (oldest forgotten first).
 CONTACTED_LIMIT = 4096
 #: Seconds nothing is sent to the X of a silent probe behind a NAT: more
