@@ -53,6 +53,7 @@ hyperdht_api_modules = [
     "hyperdht.dhtrpc",
     "hyperdht.dhtrpc.core",
     "hyperdht.dhtrpc.query",
+    "hyperdht.dhtrpc.reachability",
     "hyperdht.dhtrpc.stream",
     "hyperdht.dhtrpc.tokens",
     "hyperdht.dhtrpc.types",

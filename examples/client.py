@@ -1,9 +1,9 @@
 """A client that finds a server by its key and talks to it.
 
-It looks KEY up, then for each peer found: pings it; if the ping times out
-(the peer is behind a NAT), hole punches through the node that returned the
-peer (the referrer, which the peer has talked to); then sends a message to
-the address that answered and waits for the reply. Exits 0 after the first
+It looks KEY up, then for each peer found: connects to it through the node
+that returned the peer (the referrer, which the peer has talked to;
+``connect`` punches a hole whichever side is behind a NAT), sends a message
+to the address that answered and waits for the reply. Exits 0 after the first
 successful exchange, 1 if no peer could be reached.
 
     python examples/client.py --bootstrap 127.0.0.1:49737 [--key KEYHEX]
@@ -44,23 +44,18 @@ def main() -> int:
 
         for peer, referrer in referrers.items():
             try:
-                dht.ping(peer)
-                address = peer
-                print(f"ping {peer.host}:{peer.port}: ok, reachable directly", flush=True)
+                # connect() punches a hole whichever side is behind a NAT;
+                # use the address it returns: a NAT may map the punched
+                # path to another port than the announced one.
+                address = dht.connect(peer, referrer)
             except RequestTimeout:
-                print(f"ping {peer.host}:{peer.port}: no answer (behind a NAT?)", flush=True)
-                try:
-                    # Use the address the answer came from: a NAT may map
-                    # the punched path to another port than the announced one.
-                    address = dht.holepunch(peer, referrer)
-                except RequestTimeout:
-                    print(f"hole punch through {referrer.host}:{referrer.port}: failed", flush=True)
-                    continue
-                print(
-                    f"hole punch through {referrer.host}:{referrer.port}: "
-                    f"open to {address.host}:{address.port}",
-                    flush=True,
-                )
+                print(f"connect to {peer.host}:{peer.port}: failed", flush=True)
+                continue
+            print(
+                f"connect to {peer.host}:{peer.port} through {referrer.host}:{referrer.port}: "
+                f"open to {address.host}:{address.port}",
+                flush=True,
+            )
 
             dht.send_datagram(b"hello", address)
             try:

@@ -23,6 +23,7 @@ __all__ = [
     "check_positive_number",
     "check_port",
     "check_command",
+    "check_ephemeral",
 ]
 
 
@@ -76,3 +77,11 @@ def check_command(value: Any, what: str = "command") -> str:
     except UnicodeEncodeError:
         raise ArgumentError(f"{what} must be encodable as UTF-8, got {value!r}") from None
     return value
+
+
+def check_ephemeral(value: Any, what: str = "ephemeral") -> bool | str:
+    """``True``, ``False`` or ``"auto"`` (ephemeral until the node finds
+    itself reachable; see :mod:`hyperdht.dhtrpc.reachability`)."""
+    if isinstance(value, bool) or value == "auto":
+        return value  # type: ignore[no-any-return]
+    raise ArgumentError(f"{what} must be True, False or 'auto', got {value!r}")

@@ -35,7 +35,7 @@ class AsyncHyperDHT(AsyncDHT):
         bootstrap: Iterable[str | tuple[str, int]] | str = (),
         host: str = "0.0.0.0",
         port: int = 0,
-        ephemeral: bool = False,
+        ephemeral: bool | str = "auto",
         concurrency: int = 16,
         nodes: Iterable[Node] = (),
         socket: SocketLike | None = None,

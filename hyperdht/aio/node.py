@@ -72,7 +72,7 @@ class AsyncDHT:
         bootstrap: Iterable[str | tuple[str, int]] | str = (),
         host: str = "0.0.0.0",
         port: int = 0,
-        ephemeral: bool = False,
+        ephemeral: bool | str = False,
         concurrency: int = 16,
         nodes: Iterable[Node] = (),
         socket: SocketLike | None = None,
@@ -127,8 +127,16 @@ class AsyncDHT:
 
     @property
     def ephemeral(self) -> bool:
-        """True if this node never gives out its id."""
+        """True while this node gives out no id (with ``ephemeral="auto"``:
+        until it is found reachable)."""
         return self._node.ephemeral
+
+    @property
+    def reachability(self) -> str:
+        """Whether unsolicited datagrams reach this node: ``"unknown"``,
+        ``"reachable"`` or ``"unreachable"`` (see
+        :attr:`hyperdht.dhtrpc.DHT.reachability`)."""
+        return self._node.reachability
 
     @property
     def ipv6(self) -> bool:

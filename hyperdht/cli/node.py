@@ -9,6 +9,12 @@
 * ``hyperdht --query KEYHEX``: look up, print one line per answer
   (``--json``: JSON lines); exit 0 if any node answered, 1 if none did.
   The lookup node is always ephemeral (it stays out of routing tables).
+* A plain node or an announcer prints ``reachability: VERDICT (full node |
+  ephemeral)`` once bootstrapped and on every change. ``--ephemeral
+  auto`` (the default) keeps it out of routing tables until unsolicited
+  datagrams are found to reach it; ``--ephemeral`` alone (or ``true``)
+  always, ``--ephemeral false`` never. A node without ``--bootstrap`` (the
+  first node of a network) starts as a full node.
 * ``hyperdht demo``: see :mod:`hyperdht.cli.demo`.
 
 Options may also come from a ``--config`` file (JSON or YAML) with the same
@@ -19,6 +25,7 @@ files), 1 for failures (a port in use, no node answering).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 import sys
@@ -49,6 +56,7 @@ from .options import (
 from .output import (
     configure_logging,
     format_address,
+    reachability_text,
     result_json,
     result_text,
     say,
@@ -75,7 +83,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
     "port": "port",
     "host": "str",
     "bootstrap": "strs",
-    "ephemeral": "bool",
+    "ephemeral": "ephemeral",
     "id": "str",
     "concurrency": "positive",
     "backend": "backend",
@@ -94,7 +102,7 @@ class Settings:
     port: int | None = None  # None: 49737 for a plain node, any free port otherwise
     host: str = "0.0.0.0"
     bootstrap: tuple[str, ...] = ()
-    ephemeral: bool = False
+    ephemeral: bool | str = "auto"
     id: bytes | None = None
     concurrency: int = 16
     backend: str = "thread"
@@ -139,9 +147,13 @@ def build_parser() -> OneLineParser:
     add_bootstrap(node, "bootstrap node; repeat or separate with commas")
     node.add_argument(
         "--ephemeral",
-        action="store_true",
-        help="stay out of other nodes' routing tables (for unreachable nodes; "
-        "always on with --query)",
+        nargs="?",
+        const=True,
+        type=_ephemeral_arg,
+        metavar="auto|true|false",
+        help="stay out of other nodes' routing tables: auto (default) while "
+        "unsolicited datagrams do not reach us, true (also: no value) always, "
+        "false never; always true with --query",
     )
     node.add_argument("--id", metavar="HEX", help="node id, 64 hex characters (default: random)")
     node.add_argument(
@@ -173,6 +185,23 @@ def build_parser() -> OneLineParser:
     return p
 
 
+def _ephemeral_arg(value: str) -> bool | str:
+    """``--ephemeral``'s value: ``auto``, ``true`` or ``false``."""
+    mode = _ephemeral_mode(value)
+    if mode is None:
+        raise argparse.ArgumentTypeError(f"expected auto, true or false, got {value!r}")
+    return mode
+
+
+def _ephemeral_mode(value: Any) -> bool | str | None:
+    if isinstance(value, bool) or value == "auto":
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str) and value.lower() in ("auto", "true", "false"):
+        lowered = value.lower()
+        return "auto" if lowered == "auto" else lowered == "true"
+    return None
+
+
 def parse_settings(argv: Sequence[str]) -> Settings:
     """Parse the command line (and the config file it names) into
     :class:`Settings`. Raises UsageError; exits for ``--help``/``--version``."""
@@ -198,7 +227,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         port=values.get("port"),
         host=values.get("host", "0.0.0.0"),
         bootstrap=bootstrap,
-        ephemeral=bool(values.get("ephemeral", False)),
+        ephemeral=_ephemeral_mode(values.get("ephemeral", "auto")) or False,
         id=parse_key(node_id, "--id") if node_id is not None else None,
         concurrency=values.get("concurrency", 16),
         backend=values.get("backend", "thread"),
@@ -223,12 +252,26 @@ def start_node(settings: Settings, stop: StopSignal) -> HyperDHT:
         port=settings.listen_port,
         # A one-shot lookup must not leave a soon-dead entry in routing
         # tables (it would cost every later query a timeout).
-        ephemeral=settings.ephemeral or bool(settings.query),
+        ephemeral=True if settings.query else settings.ephemeral,
         concurrency=settings.concurrency,
         backend=settings.backend,
     )
     stop.attach(driver_of(dht))
     return dht
+
+
+def _say_reachability(dht: HyperDHT) -> None:
+    """Print the verdict now and on every change."""
+    said: list[str] = []
+
+    def show(verdict: str) -> None:
+        line = reachability_text(verdict, dht.ephemeral)
+        if not said or said[-1] != line:
+            said.append(line)
+            say(line)
+
+    dht.on_reachability(show)
+    show(dht.reachability)
 
 
 def run_node(settings: Settings, stop: StopSignal) -> int:
@@ -238,6 +281,7 @@ def run_node(settings: Settings, stop: StopSignal) -> int:
     task: Task | None = None
     try:
         say(f"{PROG} listening on {format_address(dht.address)}")
+        _say_reachability(dht)
         if not settings.quiet:
             _log_events(dht)
 
@@ -326,6 +370,7 @@ def run_announce(settings: Settings, stop: StopSignal) -> int:
     tasks: list[Task] = []
     try:
         say(f"{PROG} listening on {format_address(dht.address)}")
+        _say_reachability(dht)
         announcer = _Announcer(dht, settings.announce)
         tasks.append(Task(driver, announcer.run, name="hyperdht-announce"))
         stop.wait()

@@ -42,7 +42,8 @@ __all__ = [
 _N = TypeVar("_N", int, float)
 
 #: What a config key holds: ``"int"``, ``"port"`` (0-65535), ``"positive"``
-#: (an int of at least 1), ``"bool"``, ``"str"``, ``"strs"`` (a string or a
+#: (an int of at least 1), ``"bool"``, ``"ephemeral"`` (a bool or
+#: ``"auto"``/``"true"``/``"false"``), ``"str"``, ``"strs"`` (a string or a
 #: list of strings) or ``"backend"`` (one of :data:`BACKENDS`).
 ConfigKind = str
 
@@ -180,6 +181,7 @@ _WANTED = {
     "port": "an integer",
     "positive": "an integer",
     "bool": "true or false",
+    "ephemeral": "true, false or auto",
     "str": "a string",
     "backend": "a string",
     "strs": "a string or a list of strings",
@@ -235,6 +237,8 @@ def _checked(path: str, key: str, kind: ConfigKind, value: Any) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind == "bool":
         ok = isinstance(value, bool)
+    elif kind == "ephemeral":
+        ok = isinstance(value, bool) or value in ("auto", "true", "false")
     elif kind in ("str", "backend"):
         ok = isinstance(value, str)
     else:  # "strs"

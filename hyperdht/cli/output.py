@@ -21,6 +21,8 @@ __all__ = [
     "format_address",
     "result_json",
     "result_text",
+    "reachability_text",
+    "reachability_json",
     "say",
     "say_error",
 ]
@@ -83,3 +85,15 @@ def result_json(key: bytes, r: PeerResponse) -> str:
             "local_peers": [addr(p) for p in r.local_peers],
         }
     )
+
+
+def reachability_text(verdict: str, ephemeral: bool) -> str:
+    """The reachability line of a running node: ``reachability: VERDICT
+    (full node | ephemeral)``."""
+    return f"reachability: {verdict} ({'ephemeral' if ephemeral else 'full node'})"
+
+
+def reachability_json(verdict: str, ephemeral: bool) -> str:
+    """The reachability verdict as a JSON line: ``reachability`` (one of
+    ``"unknown"``, ``"reachable"``, ``"unreachable"``) and ``ephemeral``."""
+    return json.dumps({"reachability": verdict, "ephemeral": ephemeral})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import operator
 import os
 import random
@@ -33,7 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import messages
-from ..arguments import check_command, check_id, check_positive_int, check_positive_number
+from ..arguments import (
+    check_command,
+    check_ephemeral,
+    check_id,
+    check_positive_int,
+    check_positive_number,
+)
 from ..datagram import Datagram, SendOptions
 from ..errors import ArgumentError, ClosedError, DecodeError, HyperDHTError, RequestCancelled
 from ..future import Future
@@ -42,6 +49,7 @@ from ..kbucket import KBucket
 from ..udprequest.core import PendingRequest, RequestCore
 from .connect import DEFAULT_OPENER_TTL, opener_datagram, start_connect
 from .query import Query, QueryOptions, ResponseCallback
+from .reachability import REACHABLE, ReachabilityProber
 from .tokens import ROTATE_INTERVAL, TokenStore
 from .types import IncomingQuery, QueryResponse, RemoteNode, Stats
 
@@ -132,7 +140,7 @@ class DHTCore:
         self,
         *,
         id: bytes | None = None,
-        ephemeral: bool = False,
+        ephemeral: bool | str = False,
         concurrency: int = 16,
         bootstrap: Iterable[Address] = (),
         nodes: Iterable[Node] = (),
@@ -147,17 +155,33 @@ class DHTCore:
         self.id = check_id(id)
         check_positive_int(concurrency, "concurrency")
         check_positive_number(timeout, "timeout")
-        self.ephemeral = bool(ephemeral)
+        #: ``True``, ``False`` or ``"auto"`` (ephemeral until the
+        #: :attr:`reachability` verdict is ``"reachable"``).
+        self.ephemeral_mode: bool | str = check_ephemeral(ephemeral)
+        #: True while our requests and responses carry no id.
+        self.ephemeral = ephemeral is not False
         self.concurrency = concurrency
         self.ipv6 = bool(ipv6)
         self.bootstrap_nodes: list[Address] = list(bootstrap)
         self.stats = Stats()
         self.peer_codec = peer_codec(self.ipv6)
         self.node_codec = node_codec(self.ipv6, ID_LENGTH)
-        self._query_id = None if self.ephemeral else self.id
-        # The encoded ``id`` field of our responses (none when ephemeral).
-        self._id_field = b"" if self.ephemeral else messages.response_field(1, self.id)
+        self._query_id: bytes | None = None
+        self._id_field = b""  # the encoded ``id`` field of our responses
+        self._set_full(not self.ephemeral)
         self._rng = rng or random.Random()
+        self._rejoin = False
+        #: Whether unsolicited datagrams reach us (:mod:`.reachability`).
+        self.reachability = ReachabilityProber(self, self._rng)
+        self.reachability.enabled = self.ephemeral_mode == "auto"
+        if self.ephemeral_mode == "auto":
+            self.reachability.on_verdict = self._on_verdict
+            nodes = list(nodes)
+            if not self.bootstrap_nodes and not nodes:
+                # Nothing to bootstrap from: the first node of a network,
+                # which the others bootstrap from. It stays a full node
+                # until a verdict says otherwise.
+                self._set_full(True)
         self.udp = RequestCore(
             timeout=timeout, rng=self._rng, on_request=self._on_request, on_drop=self.drop
         )
@@ -180,8 +204,7 @@ class DHTCore:
         #: None: unknown). With :attr:`observed` it tells whether we are
         #: behind a NAT.
         self.local_address: Address | None = None
-        #: Our address as the last node that answered a ping saw it.
-        self.observed: Address | None = None
+        self._observed: Address | None = None
         #: The IP TTL of the NAT openers (:meth:`connect`, first contacts).
         self.opener_ttl = DEFAULT_OPENER_TTL
         #: The bootstrap's ping that tells us our public address (None
@@ -223,6 +246,7 @@ class DHTCore:
             self._outbox = []
         if out:
             self.udp.outbox = []
+            out = self.reachability.sent(out)
             self.stats.datagrams_out += len(out)
         return out
 
@@ -236,6 +260,11 @@ class DHTCore:
         udp = self.udp.get_timer()
         if udp is not None and udp < t:
             t = udp
+        probe = self.reachability.next_run
+        if probe is not None and probe < t:
+            t = probe
+        if self._rejoin:
+            return -math.inf
         return t
 
     def handle_timer(self, now: float) -> None:
@@ -253,6 +282,10 @@ class DHTCore:
             self._tick += 1
             if self._tick & 7 == 0:
                 self._ping_some(now)
+        self.reachability.handle_timer(now)
+        if self._rejoin:
+            self._rejoin = False
+            self.bootstrap(now=now)
 
     # -- what queries use (the QueryHost protocol of query.py) -------------
 
@@ -323,22 +356,27 @@ class DHTCore:
         def done(
             err: BaseException | None, res: messages.RpcResponse | None, _: Address, _now: float
         ) -> None:
-            if err is not None:
-                fut.set_exception(err)
-                return
-            assert res is not None
-            try:
-                seen = self.peer_codec.decode(res.value or b"")
-            except DecodeError:
-                fut.set_exception(HyperDHTError("Invalid pong"))
-            else:
-                self.observed = seen
-                fut.set_result(seen)
+            self._on_pong(fut, err, res)
 
         fut.set_canceller(
             self.request(messages.RpcRequest(command="_ping", id=self._query_id), addr, done, now)
         )
         return fut
+
+    def _on_pong(
+        self, fut: Future[Address], err: BaseException | None, res: messages.RpcResponse | None
+    ) -> None:
+        if err is not None:
+            fut.set_exception(err)
+            return
+        assert res is not None
+        try:
+            seen = self.peer_codec.decode(res.value or b"")
+        except DecodeError:
+            fut.set_exception(HyperDHTError("Invalid pong"))
+        else:
+            self.observed = seen
+            fut.set_result(seen)
 
     def holepunch(self, peer: Address, referrer: Address, *, now: float) -> Future[Address]:
         """Ask ``referrer`` to forward a ping to ``peer``; resolves to the
@@ -395,6 +433,35 @@ class DHTCore:
             opener_ttl=opener_ttl,
             timeout=timeout,
         )
+
+    @property
+    def observed(self) -> Address | None:
+        """Our address as the last node that answered a ping saw it
+        (setting a new one tells :attr:`reachability`)."""
+        return self._observed
+
+    @observed.setter
+    def observed(self, value: Address | None) -> None:
+        if value != self._observed:
+            self._observed = value
+            self.reachability.observed_changed(self.natted)
+
+    def _set_full(self, full: bool) -> None:
+        """Be a full node (our id on every request and response) or an
+        ephemeral one (no id anywhere): the three fields change together."""
+        self.ephemeral = not full
+        self._query_id = self.id if full else None
+        self._id_field = messages.response_field(1, self.id) if full else b""
+
+    def _on_verdict(self, verdict: str) -> None:
+        """``ephemeral="auto"``: a full node while reachable, else ephemeral."""
+        full = verdict == REACHABLE
+        if full and self.ephemeral and self.bootstrapped:
+            # Let the nodes close to our id learn it: a bootstrap round
+            # (at once, from handle_timer, which has the time).
+            self._rejoin = True
+        self._set_full(full)
+        log.info("reachability %s: now %s", verdict, "a full node" if full else "ephemeral")
 
     @property
     def natted(self) -> bool | None:
@@ -486,16 +553,38 @@ class DHTCore:
             return q
         background = min(self.concurrency, max(2, self.concurrency // 8))
         q.dynamic_concurrency = (self.concurrency, background)
+
+        def done(_: Query) -> None:
+            if not self.bootstrapped and self.reachability.next_run is None:
+                self.reachability.schedule()
+            self.bootstrapped = True
+
+        q.add_done_callback(done)
         if self.observed is None and self.local_address is not None and self.bootstrap_nodes:
             # Ahead of the query's first requests (same node, same path):
             # its pong says whether we are behind a NAT before the query
             # contacts the nodes it is referred to (see open_path).
+            if self.ephemeral_mode == "auto":
+                # One round trip first: a pong showing no address
+                # translation makes us a full node (see reachability), and
+                # the bootstrap then carries our id to the nodes it meets.
+                self.first_pong = pong = Future[Address]()
+
+                def pinged(
+                    err: BaseException | None,
+                    res: messages.RpcResponse | None,
+                    _a: Address,
+                    t: float,
+                ) -> None:
+                    self._on_pong(pong, err, res)
+                    if not q.done:
+                        q._request.id = self._query_id  # the verdict may have changed it
+                        q.start(t)
+
+                ping = messages.RpcRequest(command="_ping", id=self._query_id)
+                self.request(ping, self.bootstrap_nodes[0], pinged, now)
+                return q
             self.first_pong = self.ping(self.bootstrap_nodes[0], now=now)
-
-        def done(_: Query) -> None:
-            self.bootstrapped = True
-
-        q.add_done_callback(done)
         q.start(now)
         return q
 

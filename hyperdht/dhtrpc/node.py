@@ -14,7 +14,13 @@ from collections.abc import Callable, Generator, Iterable
 from typing import Any, TypeVar
 
 from ..addressing import DEFAULT_PORT, parse_address, resolve_address
-from ..arguments import check_id, check_port, check_positive_int, check_positive_number
+from ..arguments import (
+    check_ephemeral,
+    check_id,
+    check_port,
+    check_positive_int,
+    check_positive_number,
+)
 from ..drivers import create_driver
 from ..drivers.base import Driver, SocketLike
 from ..errors import ArgumentError, ClosedError, RequestTimeout, StateError
@@ -71,6 +77,10 @@ class DHT:
     pass a bound UDP socket to share (see :meth:`send_datagram`).
     ``inline_handlers=False`` runs query/update handlers off the receive
     path (in the driver's pool), for handlers that block.
+    ``ephemeral`` is False (a full node: others add it to their routing
+    tables), True (it never gives out its id) or ``"auto"`` (ephemeral
+    until :attr:`reachability` is ``"reachable"``, and again should it
+    become ``"unreachable"``).
 
     Every argument is a keyword. Raises ArgumentError (a ValueError) for
     bad arguments and BindError (an OSError) when the socket cannot be
@@ -84,7 +94,7 @@ class DHT:
         bootstrap: Iterable[str | tuple[str, int]] | str = (),
         host: str = "0.0.0.0",
         port: int = 0,
-        ephemeral: bool = False,
+        ephemeral: bool | str = False,
         concurrency: int = 16,
         nodes: Iterable[Node] = (),
         socket: SocketLike | None = None,
@@ -95,6 +105,7 @@ class DHT:
     ) -> None:
         if id is not None:
             check_id(id)
+        check_ephemeral(ephemeral)
         check_positive_int(concurrency, "concurrency")
         check_port(port)
         check_positive_number(timeout, "timeout")
@@ -176,8 +187,18 @@ class DHT:
 
     @property
     def ephemeral(self) -> bool:
-        """True if this node never gives out its id (others do not store it)."""
+        """True while this node gives out no id (others do not store it);
+        with ``ephemeral="auto"`` it changes with :attr:`reachability`."""
         return self._core.ephemeral
+
+    @property
+    def reachability(self) -> str:
+        """Whether datagrams from nodes we never sent to reach us:
+        ``"unknown"``, ``"reachable"`` or ``"unreachable"`` (also in
+        ``stats.reachability``). Probed with the v1.3.0 protocol after the
+        first bootstrap and again later, see
+        :mod:`hyperdht.dhtrpc.reachability`."""
+        return self._core.reachability.verdict
 
     @property
     def ipv6(self) -> bool:
@@ -582,6 +603,17 @@ class DHT:
         target = self._addr(addr, "addr")
         with self._driver.locked():
             self._core.send_datagram(bytes(data), target)
+
+    def on_reachability(self, handler: Callable[[str], None] | None) -> None:
+        """Call ``handler(verdict)`` whenever :attr:`reachability` changes
+        (on the receive path: keep it quick). None removes every handler
+        set this way."""
+        with self._driver.lock:
+            listeners = self._core.reachability.listeners
+            if handler is None:
+                listeners.clear()
+            else:
+                listeners.append(handler)
 
     def on_datagram(self, handler: DatagramHandler | None) -> None:
         """Receive application datagrams: ``handler(data, address)`` runs on

@@ -77,3 +77,8 @@ class Stats:
     handler_errors: int = 0
     #: Pings forwarded for hole punching.
     forwarded: int = 0
+    #: Whether unsolicited datagrams reach us: ``"unknown"``,
+    #: ``"reachable"`` or ``"unreachable"`` (:mod:`.reachability`).
+    reachability: str = "unknown"
+    #: Reachability probes and runs, by outcome.
+    reachability_probes: Counter[str] = field(default_factory=Counter)

@@ -30,7 +30,9 @@ class HyperDHT(DHT):
     ``max_peers`` (store size per generation, default 65536). Everything
     :class:`~hyperdht.dhtrpc.DHT` offers is here too, except that the
     ``peers`` command is reserved (handling or querying it raises
-    ArgumentError).
+    ArgumentError). ``ephemeral`` defaults to ``"auto"``: ephemeral
+    until the node finds that unsolicited datagrams reach it (see
+    :attr:`~hyperdht.dhtrpc.DHT.reachability`), a full node from then on.
     """
 
     def __init__(
@@ -40,7 +42,7 @@ class HyperDHT(DHT):
         bootstrap: Iterable[str | tuple[str, int]] | str = (),
         host: str = "0.0.0.0",
         port: int = 0,
-        ephemeral: bool = False,
+        ephemeral: bool | str = "auto",
         concurrency: int = 16,
         nodes: Iterable[Node] = (),
         socket: SocketLike | None = None,

@@ -112,7 +112,7 @@ class Agent:
             bootstrap=args.bootstrap,
             host=args.host,
             port=args.port,
-            ephemeral=args.ephemeral,
+            ephemeral="auto" if args.ephemeral == "auto" else args.ephemeral == "true",
             backend=self.backend,
             timeout=args.timeout,
         )
@@ -202,6 +202,9 @@ class Agent:
             "drops": dict(s.drops),
             "natted": self.dht.core.natted,
             "opener_ttl": self.dht.core.opener_ttl,
+            "reachability": self.dht.reachability,
+            "ephemeral": self.dht.ephemeral,
+            "probes": dict(s.reachability_probes),
         }
 
     def handle(self, msg: dict[str, Any]) -> None:
@@ -245,7 +248,13 @@ def main() -> None:
     ap.add_argument("--host", default="0.0.0.0")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--bootstrap", action="append", default=[])
-    ap.add_argument("--ephemeral", action="store_true")
+    ap.add_argument(
+        "--ephemeral",
+        nargs="?",
+        const="true",
+        default="auto",
+        choices=("auto", "true", "false"),
+    )
     ap.add_argument("--timeout", type=float, default=1.0, help="request timeout (s)")
     ap.add_argument("--ready-timeout", type=float, default=10.0)
     args = ap.parse_args()

@@ -48,15 +48,14 @@ class DhtAgent:
         host: str = "0.0.0.0",
         port: int = 0,
         bootstrap: Sequence[Addr] = (),
-        ephemeral: bool = False,
+        ephemeral: bool | str = "auto",
         backend: str | None = None,
     ) -> None:
         self.backend = backend or BACKEND
         args = [str(AGENT), "--backend", self.backend, "--host", host, "--port", str(port)]
         for h, p in bootstrap:
             args += ["--bootstrap", f"{h}:{p}"]
-        if ephemeral:
-            args.append("--ephemeral")
+        args += ["--ephemeral", str(ephemeral).lower()]
         self.ns = ns
         self.proc: LabProcess = lab.python(ns, args)
         m = self.proc.expect(r"^READY (\d+) (\{.*\})$", timeout=10)

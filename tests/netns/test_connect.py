@@ -9,9 +9,11 @@ both ways on the returned address.  The cells and their floors are those of
 the issue; the observations (seconds to connect, punched port = announced
 port) are printed with ``-s`` and kept in the junit XML.
 
-Both peers run on default settings (non-ephemeral), so each is handed out
-as a DHT node and the other's bootstrap, announce and lookup contact it:
-that first contact goes through the referrer too (NAT-REPORT.md section 6).
+Both peers run on default settings (``ephemeral="auto"``: a NATed peer
+finds itself unreachable, or cannot tell in a lab this small, and stays
+ephemeral; a public one becomes a full node, handed out as a DHT node, so
+the other's bootstrap, announce and lookup contact it; from a NATed node
+that first contact goes through the referrer, NAT-REPORT.md section 6).
 A record-only cell runs the same with both peers ephemeral.
 """
 
@@ -59,7 +61,7 @@ def exchange(a: DhtAgent, b: DhtAgent, addr: Addr, tag: str) -> bool:
     return back == f"a-to-b-{tag}" and source == tuple(addr)
 
 
-def run_once(lab: RoutedLab, tag: str, ephemeral: bool) -> dict[str, Any]:
+def run_once(lab: RoutedLab, tag: str, ephemeral: bool | str) -> dict[str, Any]:
     t0 = time.monotonic()
     boot = (lab.bootstrap_ip, BOOTSTRAP_PORT)
     DhtAgent(lab, lab.bootstrap, host=lab.bootstrap_ip, port=BOOTSTRAP_PORT)
@@ -88,6 +90,8 @@ def run_once(lab: RoutedLab, tag: str, ephemeral: bool) -> dict[str, Any]:
         )
     stats = b.call("stats")
     obs["b_natted"], obs["b_opener_ttl"] = stats["natted"], stats["opener_ttl"]
+    obs["b_reachability"] = stats["reachability"]
+    obs["a_reachability"] = a.call("stats")["reachability"]
     obs["seconds"] = round(time.monotonic() - t0, 2)
     return obs
 
@@ -98,7 +102,7 @@ def run_cell(
     nat_b: str,
     chain: int,
     runs: int = RUNS,
-    ephemeral: bool = False,
+    ephemeral: bool | str = "auto",
 ) -> list[dict[str, Any]]:
     out = []
     for rep in range(runs):
@@ -107,7 +111,7 @@ def run_cell(
             out.append(run_once(lab, f"{nat_a[:2]}{nat_b[:2]}{chain}{rep}", ephemeral))
         finally:
             lab.close()
-    _RESULTS[f"{nat_a}x{nat_b}/chain{chain}{'/ephemeral' if ephemeral else ''}"].extend(out)
+    _RESULTS[f"{nat_a}x{nat_b}/chain{chain}{'/ephemeral' if ephemeral is True else ''}"].extend(out)
     return out
 
 
