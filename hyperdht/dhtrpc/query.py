@@ -348,6 +348,10 @@ class Query:
             return
         self.done = True
         self.error = error
+        # Nothing reads the candidates once done (late responses stop at
+        # the ``done`` check): a finished query a node keeps (its
+        # bootstrap, for ready()) holds no QueryNode any more.
+        self._pending = self._closest = _Closest(0)
         self._core.query_ended()
         if self.on_change is not None:
             self.on_change()
