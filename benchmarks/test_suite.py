@@ -114,3 +114,14 @@ def test_loadgen_counts_answers_from_the_echo_server(tmp_path: Path) -> None:
     # echo answers are the requests themselves (all _ping requests have one size)
     pool = (tmp_path / "pool").read_bytes()
     assert result["bytes"] / result["answers"] == 2 + int.from_bytes(pool[:2], "big")
+
+
+def test_sim_scale_runs_and_finds_every_key(tmp_path: Path) -> None:
+    """A tiny bench_sim_scale run: both bootstraps, the lookups, the JSON."""
+    scale = load("bench_sim_scale")
+    out = tmp_path / "scale.json"
+    assert scale.main(["--small", "20", "--large", "40", "--keys", "3", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["small"]["nodes"] == 20 and result["large"]["nodes"] == 40
+    assert result["lookups"]["found"] == 3
+    assert result["large"]["events"] > result["small"]["events"] > 0
