@@ -137,3 +137,14 @@ def test_soak_quick_run_samples_everything_and_releases_it(tmp_path: Path) -> No
     checks = result["checks"]
     assert checks["progress"]["ok"] and checks["found"]["ok"], checks
     assert checks["released"]["ok"], checks["released"]
+
+
+def test_sim_scale_runs_and_finds_every_key(tmp_path: Path) -> None:
+    """A tiny bench_sim_scale run: both bootstraps, the lookups, the JSON."""
+    scale = load("bench_sim_scale")
+    out = tmp_path / "scale.json"
+    assert scale.main(["--small", "20", "--large", "40", "--keys", "3", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["small"]["nodes"] == 20 and result["large"]["nodes"] == 40
+    assert result["lookups"]["found"] == 3
+    assert result["large"]["events"] > result["small"]["events"] > 0

@@ -15,6 +15,7 @@ reader. No thread or greenlet exists per query.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -174,26 +175,56 @@ class QueryNode:
         self.queried = False
 
 
-def _by_distance(node: QueryNode) -> int:
-    return node.distance
+class _Closest:
+    """At most ``limit`` nodes, sorted by distance, at most one per id.
 
+    The candidate lists of a query: inserting is a bisect on a parallel
+    list of distances plus a dict lookup, so the cost of a response does
+    not depend on how many nodes the query has seen, only on ``limit``
+    (k, 20) for the list shift. The dict holds exactly the ids kept: an
+    evicted node is forgotten (as in dht-rpc, it may come back).
+    """
 
-def _insert_sorted(node: QueryNode, limit: float, nodes: list[QueryNode]) -> None:
-    if len(nodes) >= limit and not node.distance < nodes[-1].distance:
-        return
-    nid = node.id
-    for other in nodes:
-        if other.id == nid:
-            return
-    if len(nodes) < limit:
-        nodes.append(node)
-    else:
-        nodes[-1] = node
-    pos = len(nodes) - 1
-    while pos and nodes[pos - 1].distance > node.distance:
-        nodes[pos] = nodes[pos - 1]
-        nodes[pos - 1] = node
-        pos -= 1
+    __slots__ = ("distances", "ids", "limit", "nodes")
+
+    def __init__(self, limit: float, nodes: Iterable[QueryNode] = ()) -> None:
+        self.limit = limit
+        self.nodes: list[QueryNode] = []
+        self.distances: list[int] = []
+        self.ids: dict[bytes, QueryNode] = {}
+        for node in nodes:
+            self.insert(node)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def full(self) -> bool:
+        """Whether a new node must beat the farthest one to get in."""
+        return len(self.nodes) >= self.limit
+
+    def rejects(self, distance: int) -> bool:
+        """True when a node at ``distance`` cannot get in (full, and not
+        closer than the farthest kept): the test every listed node of
+        every response goes through, before anything is built for it."""
+        distances = self.distances
+        return len(distances) >= self.limit and distance >= distances[-1]
+
+    def insert(self, node: QueryNode) -> bool:
+        """Keep ``node`` if it is among the ``limit`` closest and its id is
+        not kept yet (evicting the farthest when full); True if kept."""
+        distance = node.distance
+        if self.rejects(distance) or node.id in self.ids:
+            return False
+        nodes = self.nodes
+        distances = self.distances
+        if len(nodes) >= self.limit:
+            del self.ids[nodes.pop().id]
+            distances.pop()
+        pos = bisect_right(distances, distance)
+        distances.insert(pos, distance)
+        nodes.insert(pos, node)
+        self.ids[node.id] = node
+        return True
 
 
 class Query:
@@ -246,19 +277,22 @@ class Query:
         self._done_callbacks: list[Callable[[Query], None]] = []
         self._committing = False
         self._inflight = 0
-        self._closest: list[QueryNode] = []
         if nodes is not None:
-            self._pending = [self._copy(n) for n in nodes]
-            self._pending_ids: dict[bytes, QueryNode] = {n.id: n for n in self._pending}
+            # Exactly these, in the order given (duplicates and id-less
+            # addresses included): a plain list, never reordered.
             self._k: float = float("inf")
+            self._pending = _Closest(self._k)
+            self._pending.nodes = [self._copy(n) for n in nodes]
+            self._pending.ids = {n.id: n for n in self._pending.nodes}
             self._move_closer = False
             self._bootstrapped = True
         else:
-            self._pending = []
-            self._pending_ids = {}
             self._k = k
+            self._pending = _Closest(k)
             self._move_closer = True
             self._bootstrapped = False
+        #: The k closest responders with their tokens (the commit targets).
+        self._closest = _Closest(self._k)
         core.query_started()
 
     def _copy(self, node: Node | Address) -> QueryNode:
@@ -314,6 +348,10 @@ class Query:
             return
         self.done = True
         self.error = error
+        # Nothing reads the candidates once done (late responses stop at
+        # the ``done`` check): a finished query a node keeps (its
+        # bootstrap, for ready()) holds no QueryNode any more.
+        self._pending = self._closest = _Closest(0)
         self._core.query_ended()
         if self.on_change is not None:
             self.on_change()
@@ -339,19 +377,19 @@ class Query:
             alone, background = self.dynamic_concurrency
             self.concurrency = alone if self._core.inflight_queries == 1 else background
         if self._committing:
-            if self._send_all(self._closest, now, use_token=True) or self._inflight:
+            if self._send_all(self._closest.nodes, now, use_token=True) or self._inflight:
                 return
             self._finalize()
             return
         if not self._bootstrapped:
             self._bootstrap(now)
-        if self._send_all(self._pending, now, use_token=False) or self._inflight:
+        if self._send_all(self._pending.nodes, now, use_token=False) or self._inflight:
             return
         if self.update:
-            for node in self._closest:
+            for node in self._closest.nodes:
                 node.queried = False
             self._committing = True
-            if self._send_all(self._closest, now, use_token=True) or self._inflight:
+            if self._send_all(self._closest.nodes, now, use_token=True) or self._inflight:
                 return
         self._finalize()
 
@@ -360,12 +398,8 @@ class Query:
         core = self._core
         closest = core.table.closest(self.target, int(self._k))
         pending = self._pending
-        for contact in closest:  # already sorted by distance, at most k
-            if contact.id not in self._pending_ids:
-                node = QueryNode(contact.id, contact.address, self._distance(contact.id))
-                pending.append(node)
-                self._pending_ids[contact.id] = node
-        pending.sort(key=_by_distance)
+        for contact in closest:  # at most k
+            pending.insert(QueryNode(contact.id, contact.address, self._distance(contact.id)))
         if len(closest) < len(core.bootstrap_nodes):
             for addr in core.bootstrap_nodes:
                 self._send(QueryNode(BLANK_ID, addr, 0), now, force=True, use_token=False)
@@ -377,8 +411,8 @@ class Query:
         if not free:
             return 0
         sent = 0
-        for node in nodes:
-            if self._send(node, now, force=False, use_token=use_token):
+        for node in nodes:  # at most k: the queried ones are skipped here
+            if not node.queried and self._send(node, now, force=False, use_token=use_token):
                 sent += 1
                 if sent == free:
                     break
@@ -490,8 +524,8 @@ class Query:
             except DecodeError:
                 self._core.drop("bad_nodes")
                 candidates = []
-            for nid, ip, port in candidates:
-                self._add_pending(nid, ip, port, src)
+            if candidates:
+                self._add_candidates(candidates, src)
         rid = res.id
         if rid is None or (self.update and not self.verbose and not committing):
             self._continue(now)
@@ -503,31 +537,35 @@ class Query:
             self._emit(item)
         self._continue(now)
 
-    def _add_pending(self, id: bytes, ip: bytes, port: int, referrer: Address | None) -> None:
-        """Keep the node if it is among the k closest seen (runs for every
-        node of every reply: most are rejected before anything is built)."""
-        distance = int.from_bytes(id, "big") ^ self._target_int
+    def _add_candidates(
+        self, candidates: list[tuple[bytes, bytes, int]], referrer: Address
+    ) -> None:
+        """Keep the listed nodes that are among the k closest seen. This
+        runs for every node of every response, so it is one loop with the
+        rejection test inlined: a node farther than the k-th closest costs
+        one int conversion and one comparison, and nothing is built."""
         pending = self._pending
-        full = len(pending) >= self._k
-        if (full and not distance < pending[-1].distance) or id in self._pending_ids:
-            return
-        if id == self._core.id:
-            return
-        node = QueryNode(id, Address(self._core.node_codec.host(ip), port), distance, referrer)
-        if full:
-            del self._pending_ids[pending.pop().id]
-        pos = len(pending)
-        while pos and pending[pos - 1].distance > distance:
-            pos -= 1
-        pending.insert(pos, node)
-        self._pending_ids[id] = node
+        distances = pending.distances
+        ids = pending.ids
+        limit = pending.limit
+        target = self._target_int
+        own = self._core.id
+        host = self._core.node_codec.host
+        from_bytes = int.from_bytes
+        for nid, ip, port in candidates:
+            distance = from_bytes(nid, "big") ^ target
+            if len(distances) >= limit and distance >= distances[-1]:
+                continue
+            if nid in ids or nid == own:
+                continue
+            pending.insert(QueryNode(nid, Address(host(ip), port), distance, referrer))
 
     def _add_closest(self, res: messages.RpcResponse, src: Address) -> None:
         rid = res.id
         if rid is None or res.roundtrip_token is None or rid == self._core.id:
             return
-        prev = self._pending_ids.get(rid)
+        prev = self._pending.ids.get(rid)
         if prev is None:
             prev = QueryNode(rid, src, self._distance(rid))
         prev.token = res.roundtrip_token
-        _insert_sorted(prev, self._k, self._closest)
+        self._closest.insert(prev)

@@ -1,0 +1,218 @@
+"""Does the simulator's cost per datagram stay flat as the network grows?
+
+One process, one run: bootstrap ``--small`` (1,000) public HyperDHT nodes on
+the in-memory network and time it; then, on a fresh network, ``--large``
+(10,000); print both and their ratio (wall and CPU time: the machine may be
+shared, CPU time is the steadier figure). Then, on the large network,
+``--keys`` (1,000) keys are each announced from a random node and each
+looked up from another random node; a key is found when the lookup returns
+its announcer's address. Also: events, datagrams, datagrams per node, CPU
+microseconds per event, resident memory per simulated node, the whole run's
+wall and CPU time. ``--json PATH`` writes every figure.
+
+The targets (issue 12): the large bootstrap within 12x the wall time of the
+small one, >= 99% of the keys found, the whole run under 10 minutes.
+``--quick`` is a smoke run (50 and 150 nodes, 10 keys) for tox's bench env.
+
+Run: ``python benchmarks/bench_sim_scale.py [--small N] [--large N]
+[--keys K] [--seed S] [--json PATH] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hyperdht import HyperDHT, collect_stream
+from hyperdht.testing import Network
+
+BOOT = ("198.18.0.1", 49737)
+
+
+def rss_bytes() -> int:
+    """The process's resident memory now (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+@dataclass
+class Bootstrap:
+    """The figures of one bootstrap run."""
+
+    nodes: int
+    wall_s: float
+    cpu_s: float
+    virtual_s: float
+    events: int
+    datagrams: int
+    rss_per_node_bytes: int
+    cpu_us_per_event: float = field(init=False)
+    datagrams_per_node: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cpu_us_per_event = self.cpu_s / max(self.events, 1) * 1e6
+        self.datagrams_per_node = self.datagrams / max(self.nodes, 1)
+
+    def show(self) -> None:
+        print(
+            f"bootstrap {self.nodes:>6,} nodes: {self.wall_s:7.2f} s wall, "
+            f"{self.cpu_s:7.2f} s CPU, "
+            f"{self.events:,} events ({self.cpu_us_per_event:.1f} us CPU each), "
+            f"{self.datagrams_per_node:.1f} datagrams/node, "
+            f"{self.rss_per_node_bytes / 1024:.1f} KiB/node, {self.virtual_s:.2f} s virtual"
+        )
+
+
+@dataclass
+class Swarm:
+    """A network and its nodes."""
+
+    net: Network
+    boot: HyperDHT
+    nodes: list[HyperDHT]
+
+    def close(self) -> None:
+        for node in [*self.nodes, self.boot]:
+            node.close()
+
+
+def bootstrap(n: int, seed: int) -> tuple[Swarm, Bootstrap]:
+    """Create ``n`` nodes on a new network and wait until all bootstrapped."""
+    gc.collect()
+    rss0 = rss_bytes()
+    rng = random.Random(seed)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    net = Network(seed=seed, latency=0.01, jitter=0.005)
+    boot = HyperDHT(backend=net.host(BOOT[0]), port=BOOT[1], ephemeral=True)
+    nodes = [HyperDHT(id=rng.randbytes(32), backend=net.host(), bootstrap=[BOOT]) for _ in range(n)]
+    for node in nodes:
+        if not node.ready(timeout=600):
+            raise SystemExit("a node did not finish bootstrapping")
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    figures = Bootstrap(
+        nodes=n,
+        wall_s=wall,
+        cpu_s=cpu,
+        virtual_s=net.now,
+        events=net.events_processed,
+        datagrams=net.stats.sent,
+        rss_per_node_bytes=(rss_bytes() - rss0) // max(n, 1),
+    )
+    return Swarm(net, boot, nodes), figures
+
+
+def announce_and_look_up(swarm: Swarm, keys: int, seed: int) -> dict[str, Any]:
+    """Announce ``keys`` keys from random nodes, then look each up from
+    another random node; count the lookups that return the announcer."""
+    rng = random.Random(seed + 1)
+    net = swarm.net
+    events0, sent0 = net.events_processed, net.stats.sent
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    announced = []
+    failed_announces = 0
+    for _ in range(keys):
+        key = rng.randbytes(32)
+        node = rng.choice(swarm.nodes)
+        try:
+            node.announce_discard(key)
+        except Exception:  # a failed announce is a miss, reported below
+            failed_announces += 1
+        announced.append((key, node))
+    announce_wall = time.perf_counter() - wall0
+    found = 0
+    for key, announcer in announced:
+        seeker = rng.choice(swarm.nodes)
+        while seeker is announcer and len(swarm.nodes) > 1:
+            seeker = rng.choice(swarm.nodes)
+        try:
+            responses = collect_stream(seeker.lookup(key))
+        except Exception:
+            continue
+        if any(announcer.address in r.peers for r in responses):
+            found += 1
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    events = net.events_processed - events0
+    return {
+        "keys": keys,
+        "found": found,
+        "found_percent": 100.0 * found / max(keys, 1),
+        "failed_announces": failed_announces,
+        "announce_wall_s": announce_wall,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "events": events,
+        "datagrams": net.stats.sent - sent0,
+        "cpu_us_per_event": cpu / max(events, 1) * 1e6,
+    }
+
+
+def run(small: int, large: int, keys: int, seed: int) -> dict[str, Any]:
+    """The whole measurement; returns what ``--json`` writes."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    swarm, first = bootstrap(small, seed)
+    first.show()
+    swarm.close()
+    del swarm
+    swarm, second = bootstrap(large, seed)
+    second.show()
+    wall_ratio = second.wall_s / first.wall_s
+    cpu_ratio = second.cpu_s / first.cpu_s
+    print(
+        f"ratio {large:,}/{small:,}: {wall_ratio:.2f}x wall, {cpu_ratio:.2f}x CPU "
+        f"({large / small:.0f}x the nodes; target <= 12x)"
+    )
+    lookups = announce_and_look_up(swarm, keys, seed)
+    print(
+        f"{keys:,} keys announced and looked up on {large:,} nodes: "
+        f"{lookups['found']:,} found ({lookups['found_percent']:.1f}%; target >= 99%), "
+        f"{lookups['wall_s']:.2f} s wall, {lookups['cpu_s']:.2f} s CPU"
+    )
+    swarm.close()
+    total_wall, total_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    print(f"whole run: {total_wall:.1f} s wall, {total_cpu:.1f} s CPU (target < 600 s)")
+    return {
+        "seed": seed,
+        "python": sys.version.split()[0],
+        "small": asdict(first),
+        "large": asdict(second),
+        "wall_ratio": wall_ratio,
+        "cpu_ratio": cpu_ratio,
+        "lookups": lookups,
+        "total_wall_s": total_wall,
+        "total_cpu_s": total_cpu,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=1000, help="nodes of the first run (1000)")
+    parser.add_argument("--large", type=int, default=10000, help="nodes of the second (10000)")
+    parser.add_argument("--keys", type=int, default=1000, help="keys to announce (1000)")
+    parser.add_argument("--seed", type=int, default=1, help="simulator and id seed (1)")
+    parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 50/150 nodes, 10 keys")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.small, args.large, args.keys = 50, 150, 10
+    if args.small < 2 or args.large < 2 or args.keys < 0:
+        parser.error("--small and --large must be at least 2, --keys at least 0")
+    result = run(args.small, args.large, args.keys, args.seed)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    return 0 if result["lookups"]["found_percent"] >= 99.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
