@@ -23,6 +23,8 @@ __all__ = [
     "check_positive_number",
     "check_port",
     "check_command",
+    "check_positive_rate",
+    "check_optional_positive_rate",
 ]
 
 
@@ -76,3 +78,19 @@ def check_command(value: Any, what: str = "command") -> str:
     except UnicodeEncodeError:
         raise ArgumentError(f"{what} must be encodable as UTF-8, got {value!r}") from None
     return value
+
+
+def check_positive_rate(value: Any, what: str) -> float:
+    """A positive, finite int or float (a rate or a count of tokens), as a float."""
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not 0 < value < float("inf")
+    ):
+        raise ArgumentError(f"{what} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def check_optional_positive_rate(value: Any, what: str) -> float | None:
+    """None (no limit), or what :func:`check_positive_rate` accepts."""
+    return None if value is None else check_positive_rate(value, what)
