@@ -53,6 +53,7 @@ hyperdht_api_modules = [
     "hyperdht.dhtrpc.core",
     "hyperdht.dhtrpc.query",
     "hyperdht.dhtrpc.stream",
+    "hyperdht.dhtrpc.limits",
     "hyperdht.dhtrpc.tokens",
     "hyperdht.dhtrpc.types",
     "hyperdht.dhtrpc.node",
