@@ -107,10 +107,10 @@ class RoutingNode:
         #: The node encoding (id + peer), cached: every response lists up
         #: to 20 contacts. Reset when the address changes.
         self.encoded: bytes | None = None
-        self._group: tuple[str, str] | bool | None = False  # False: not computed
+        self._group: tuple[int, int] | bool | None = False  # False: not computed
 
     @property
-    def group(self) -> tuple[str, str] | None:
+    def group(self) -> tuple[int, int] | None:
         """The (IP, subnet) this contact counts against in its bucket, None
         when its address is exempt (:func:`~hyperdht.dhtrpc.limits.diversity_group`)."""
         g = self._group
@@ -143,7 +143,7 @@ class _Queued:
     pending: PendingRequest | None = None
 
 
-def _routing_group(node: RoutingNode) -> tuple[str, str] | None:
+def _routing_group(node: RoutingNode) -> tuple[int, int] | None:
     """The routing table's diversity groups of a contact (cached on it)."""
     return node.group
 
