@@ -174,14 +174,17 @@ _V4_EXEMPT = tuple(
 _V6_TAG = 1 << 128
 
 
+@functools.lru_cache(maxsize=MAX_TRACKED)
 def diversity_group(host: str) -> tuple[int, int] | None:
     """The (IP, subnet) a contact at ``host`` counts against in a bucket,
     as integers, or None when the address is exempt (not global: loopback,
     private, link-local, CGNAT, 198.18.0.0/15, documentation, multicast,
     unique-local IPv6 ...; or not an IP literal). The subnet is the /24 of
     an IPv4 address and the /64 of an IPv6 one (an IPv4-mapped IPv6
-    address counts as IPv4). IPv4 takes a fast path of a few integer
-    operations; IPv6 results are cached (the last :data:`MAX_TRACKED`)."""
+    address counts as IPv4). Results are cached (the last
+    :data:`MAX_TRACKED` hosts: a busy node hears from the same hosts again
+    and again); a miss costs a few integer operations for IPv4, the
+    standard library's ``ipaddress`` for IPv6."""
     if ":" in host:
         return _v6_group(host)
     parts = host.split(".")
@@ -203,7 +206,6 @@ def _v4_group(n: int) -> tuple[int, int] | None:
     return (n, n >> 8)
 
 
-@functools.lru_cache(maxsize=MAX_TRACKED)
 def _v6_group(host: str) -> tuple[int, int] | None:
     try:
         ip = ipaddress.IPv6Address(host)
