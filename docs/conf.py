@@ -55,6 +55,7 @@ hyperdht_api_modules = [
     "hyperdht.dhtrpc.query",
     "hyperdht.dhtrpc.reachability",
     "hyperdht.dhtrpc.stream",
+    "hyperdht.dhtrpc.limits",
     "hyperdht.dhtrpc.tokens",
     "hyperdht.dhtrpc.types",
     "hyperdht.dhtrpc.node",

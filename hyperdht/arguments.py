@@ -24,6 +24,8 @@ __all__ = [
     "check_port",
     "check_command",
     "check_ephemeral",
+    "check_positive_rate",
+    "check_optional_positive_rate",
 ]
 
 
@@ -85,3 +87,19 @@ def check_ephemeral(value: Any, what: str = "ephemeral") -> bool | str:
     if isinstance(value, bool) or value == "auto":
         return value  # type: ignore[no-any-return]
     raise ArgumentError(f"{what} must be True, False or 'auto', got {value!r}")
+
+
+def check_positive_rate(value: Any, what: str) -> float:
+    """A positive, finite int or float (a rate or a count of tokens), as a float."""
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not 0 < value < float("inf")
+    ):
+        raise ArgumentError(f"{what} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def check_optional_positive_rate(value: Any, what: str) -> float | None:
+    """None (no limit), or what :func:`check_positive_rate` accepts."""
+    return None if value is None else check_positive_rate(value, what)

@@ -26,11 +26,22 @@ A full bucket that cannot split does not take the new contact; instead
 ``on_ping(old, new)`` is called with the ``ping_count`` least recently seen
 contacts of that bucket, so the owner can ping them and, if one does not
 answer, :meth:`KBucket.remove` it and :meth:`KBucket.add` the new contact.
+
+Diversity (optional, not in tristanls): with ``group`` and ``group_limits``
+a new contact is refused (``on_rejected``) when its bucket already holds
+``group_limits[i]`` contacts whose ``group(contact)[i]`` equals its own, for
+any ``i``: e.g. groups (IP, /24) with limits (2, 4), after libtorrent's
+``restrict_routing_ips``. A refused contact never triggers ``on_ping``: once
+a host has its share of a bucket, its further ids neither enter it nor make
+the owner ping (and so evict) the contacts it holds. ``group`` returning
+None exempts a contact; a contact's groups are taken when it is first
+stored (an update of a known id keeps them). Checks are O(1): each bucket
+keeps a count per group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import islice
 from typing import Generic, Protocol, TypeVar
 
@@ -91,11 +102,16 @@ class KBucket(Generic[C]):
       ``selection`` (the arbiter's pick) now stands for it;
     * ``on_ping(old_contacts, new_contact)``: ``new_contact`` was not stored
       because its bucket is full and cannot split; ``old_contacts`` are that
-      bucket's ``ping_count`` least recently seen contacts.
+      bucket's ``ping_count`` least recently seen contacts;
+    * ``on_rejected(contact)``: a new contact was refused by the diversity
+      rule (``group``, see the module docstring).
     """
 
     __slots__ = (
+        "_counts",
         "_far",
+        "_group_limits",
+        "_group_of",
         "_lengths",
         "_local_int",
         "_local_len",
@@ -103,10 +119,12 @@ class KBucket(Generic[C]):
         "_near",
         "_where",
         "arbiter",
+        "group",
         "k",
         "local_id",
         "on_added",
         "on_ping",
+        "on_rejected",
         "on_removed",
         "on_updated",
         "ping_count",
@@ -118,6 +136,8 @@ class KBucket(Generic[C]):
     """Maximum contacts per bucket."""
     ping_count: int
     """How many contacts ``on_ping`` gets."""
+    group: Callable[[C], Sequence[Hashable] | None] | None
+    """The diversity groups of a contact (None: no diversity rule)."""
 
     def __init__(
         self,
@@ -130,11 +150,14 @@ class KBucket(Generic[C]):
         on_removed: Callable[[C], object] | None = None,
         on_updated: Callable[[C, C], object] | None = None,
         on_ping: Callable[[list[C], C], object] | None = None,
+        group: Callable[[C], Sequence[Hashable] | None] | None = None,
+        group_limits: Sequence[int] = (),
+        on_rejected: Callable[[C], object] | None = None,
     ) -> None:
         """Make an empty table around *local_id*.
 
-        Raises ValueError if *local_id* is not non-empty bytes, or *k* or
-        *ping_count* is not an int >= 1.
+        Raises ValueError if *local_id* is not non-empty bytes, *k* or
+        *ping_count* is not an int >= 1, or a *group_limits* entry is not.
         """
         if not isinstance(local_id, bytes) or not local_id:
             raise ArgumentError(f"local_id must be non-empty bytes, got {local_id!r}")
@@ -150,6 +173,17 @@ class KBucket(Generic[C]):
         self.on_removed = on_removed
         self.on_updated = on_updated
         self.on_ping = on_ping
+        for limit in group_limits:
+            if type(limit) is not int or limit < 1:
+                raise ArgumentError(f"group_limits must be ints >= 1, got {group_limits!r}")
+        self.group = group
+        self._group_limits = tuple(group_limits)
+        # Diversity bookkeeping: the groups of each stored contact (taken
+        # when it is first stored) and, per bucket (by identity), how many
+        # contacts of each (position, group) it holds: O(1) checks.
+        self._group_of: dict[bytes, tuple[Hashable, ...]] = {}
+        self._counts: dict[int, dict[tuple[int, Hashable], int]] = {}
+        self.on_rejected = on_rejected
         self._local_int = int.from_bytes(local_id, "big")
         self._local_len = len(local_id)
         # Buckets are dicts id -> contact; insertion order is the
@@ -231,8 +265,9 @@ class KBucket(Generic[C]):
         A known id is replaced by the arbiter's pick, which becomes the most
         recently seen of its bucket (``on_updated``). A new contact is stored
         (``on_added``) if its bucket has room or can split; otherwise
-        ``on_ping`` is called and the contact is dropped. A contact with the
-        local id is ignored.
+        ``on_ping`` is called and the contact is dropped. A new contact that
+        the diversity rule refuses is dropped with ``on_rejected`` (and no
+        ``on_ping``). A contact with the local id is ignored.
 
         Raises TypeError if ``contact.id`` is not bytes, ValueError if the
         arbiter returns a contact with another id.
@@ -262,6 +297,12 @@ class KBucket(Generic[C]):
             self._max_len = n
         fd = self._first_diff(cid)
         k = self.k
+        group = self.group
+        groups = None
+        if group is not None and self._group_limits:
+            g = group(contact)
+            if g is not None:
+                groups = tuple(g)[: len(self._group_limits)]
         while True:
             depth = len(self._far)
             if fd < depth:
@@ -275,14 +316,45 @@ class KBucket(Generic[C]):
                         break
                     self._split()
                     continue
+            if groups is not None and self._crowded(bucket, groups):
+                self._reject(contact)
+                return
             bucket[cid] = contact
+            if groups is not None:
+                self._group_of[cid] = groups
+                self._count(bucket, groups, 1)
             self._where[cid] = bucket
             self._lengths[n] = self._lengths.get(n, 0) + 1
             if self.on_added is not None:
                 self.on_added(contact)
             return
+        if groups is not None and self._crowded(bucket, groups):
+            self._reject(contact)
+            return
         if self.on_ping is not None:
             self.on_ping(list(islice(bucket.values(), self.ping_count)), contact)
+
+    def _crowded(self, bucket: dict[bytes, C], groups: tuple[Hashable, ...]) -> bool:
+        """Whether *bucket* already holds as many contacts of one of *groups* as allowed."""
+        counts = self._counts.get(id(bucket))
+        if not counts:
+            return False
+        limits = self._group_limits
+        return any(counts.get((i, g), 0) >= limits[i] for i, g in enumerate(groups))
+
+    def _count(self, bucket: dict[bytes, C], groups: tuple[Hashable, ...], delta: int) -> None:
+        counts = self._counts.setdefault(id(bucket), {})
+        for i, g in enumerate(groups):
+            key = (i, g)
+            n = counts.get(key, 0) + delta
+            if n:
+                counts[key] = n
+            else:
+                del counts[key]
+
+    def _reject(self, contact: C) -> None:
+        if self.on_rejected is not None:
+            self.on_rejected(contact)
 
     def _split(self) -> None:
         """Split the near bucket on the next bit: who differs there moves to a new far bucket."""
@@ -291,9 +363,14 @@ class KBucket(Generic[C]):
         near = self._near
         first_diff = self._first_diff
         where = self._where
+        group_of = self._group_of
         for cid in [cid for cid in near if first_diff(cid) == d]:
             far[cid] = near.pop(cid)
             where[cid] = far
+            groups = group_of.get(cid)
+            if groups is not None:
+                self._count(near, groups, -1)
+                self._count(far, groups, 1)
         self._far.append(far)
 
     def remove(self, id: bytes) -> C | None:
@@ -305,6 +382,9 @@ class KBucket(Generic[C]):
         if bucket is None:
             return None
         contact = bucket.pop(id)
+        groups = self._group_of.pop(id, None)
+        if groups is not None:
+            self._count(bucket, groups, -1)
         n = len(id)
         left = self._lengths[n] - 1
         if left:

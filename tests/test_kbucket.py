@@ -463,3 +463,65 @@ def test_ids_longer_than_local_id_split_past_its_end() -> None:
     table.add(C(b"\x00\x00\x01"))
     assert [e[0] for e in events] == ["added", "added", "added"]
     assert len(table) == 3
+
+
+# -- the diversity rule -------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class G:
+    """A contact with diversity groups (an "IP" and a "subnet"), or none."""
+
+    id: bytes
+    ip: int | None
+
+
+def g_groups(c: G) -> tuple[int, int] | None:
+    return None if c.ip is None else (c.ip, c.ip // 4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.binary(min_size=2, max_size=2)),
+        max_size=300,
+    )
+)
+def test_diversity_counts_stay_exact_through_adds_splits_and_removes(
+    ops: list[tuple[bool, bytes]],
+) -> None:
+    """Short ids and few "IPs" (a function of the id: a contact's groups are
+    taken when it is first stored, an update keeps them) force splits and
+    crowding; after every step no bucket holds more than the limits of one
+    group, the per-bucket counts match a recount, and an exempt (None)
+    contact is never refused."""
+    rejected: list[G] = []
+    t: KBucket[G] = KBucket(
+        b"\x00\x00", k=6, group=g_groups, group_limits=(2, 3), on_rejected=rejected.append
+    )
+    for is_add, cid in ops:
+        ip = None if cid[1] % 13 == 12 else cid[1] % 12
+        if is_add:
+            t.add(G(cid, ip))
+        else:
+            t.remove(cid)
+        for bucket in t.buckets():
+            ips = [c.ip for c in bucket if c.ip is not None]
+            assert all(ips.count(i) <= 2 for i in ips)
+            nets = [i // 4 for i in ips]
+            assert all(nets.count(n) <= 3 for n in nets)
+        for bucket in [*t._far, t._near]:
+            recount: dict[tuple[int, Any], int] = {}
+            for cid in bucket:
+                for i, g in enumerate(t._group_of.get(cid, ())):
+                    recount[(i, g)] = recount.get((i, g), 0) + 1
+            assert t._counts.get(id(bucket), {}) == recount
+    assert all(c.ip is not None for c in rejected)
+
+
+def test_without_group_limits_groups_change_nothing() -> None:
+    """A group function without limits refuses nobody (the tristanls table)."""
+    t: KBucket[G] = KBucket(bytes(32), group=g_groups)
+    for i in range(30):
+        t.add(G(bytes([0x80 | i]) + bytes(31), 1))
+    assert len(t) == 20

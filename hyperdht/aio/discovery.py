@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..dhtrpc.limits import Limits
 from ..discovery.core import DiscoveryCore, Listener, PeerResponse
 from ..discovery.node import HyperDHT
 from ..discovery.store import DEFAULT_MAX_AGE, DEFAULT_MAX_SIZE
@@ -45,6 +46,8 @@ class AsyncHyperDHT(AsyncDHT):
         inline_handlers: bool = True,
         max_age: float = DEFAULT_MAX_AGE,
         max_peers: int = DEFAULT_MAX_SIZE,
+        rate_limit: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._init(
             HyperDHT,
@@ -62,6 +65,8 @@ class AsyncHyperDHT(AsyncDHT):
             ipv6=ipv6,
             max_age=max_age,
             max_peers=max_peers,
+            rate_limit=rate_limit,
+            limits=limits,
         )
 
     @property

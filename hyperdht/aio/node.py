@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from ..addressing import parse_address, resolve_address
 from ..dhtrpc.core import DEFER, DHTCore
+from ..dhtrpc.limits import Limits
 from ..dhtrpc.node import DHT, DatagramHandler, MeasurementSteps, Step
 from ..dhtrpc.query import Query
 from ..dhtrpc.stream import QueryStream
@@ -80,6 +81,8 @@ class AsyncDHT:
         timeout: float = 1.0,
         ipv6: bool = False,
         inline_handlers: bool = True,
+        rate_limit: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._init(
             DHT,
@@ -95,6 +98,8 @@ class AsyncDHT:
             backend=backend,
             timeout=timeout,
             ipv6=ipv6,
+            rate_limit=rate_limit,
+            limits=limits,
         )
 
     def _init(self, cls: Callable[..., DHT], inline_handlers: bool, **kwargs: Any) -> None:

@@ -52,6 +52,7 @@ from .options import (
     parse_bootstrap,
     parse_key,
     positive_int_arg,
+    rate_arg,
 )
 from .output import (
     configure_logging,
@@ -91,6 +92,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
     "query": "strs",
     "json": "bool",
     "quiet": "bool",
+    "rate_limit": "rate",
 }
 
 
@@ -110,6 +112,7 @@ class Settings:
     query: tuple[bytes, ...] = ()
     json: bool = False
     quiet: bool = False
+    rate_limit: float | None = None  # requests served per second per source host
 
     @property
     def listen_port(self) -> int:
@@ -158,6 +161,13 @@ def build_parser() -> OneLineParser:
     node.add_argument("--id", metavar="HEX", help="node id, 64 hex characters (default: random)")
     node.add_argument(
         "--concurrency", type=positive_int_arg, metavar="N", help="requests in flight (default: 16)"
+    )
+    node.add_argument(
+        "--rate-limit",
+        type=rate_arg,
+        metavar="N",
+        help="serve each source host at most N requests per second, bursts of 2N "
+        "(default: unlimited)",
     )
     add_backend(node)
     node.add_argument(
@@ -235,6 +245,7 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         query=query,
         json=bool(values.get("json", False)),
         quiet=bool(values.get("quiet", False)),
+        rate_limit=values.get("rate_limit"),
     )
 
 
@@ -255,6 +266,7 @@ def start_node(settings: Settings, stop: StopSignal) -> HyperDHT:
         ephemeral=True if settings.query else settings.ephemeral,
         concurrency=settings.concurrency,
         backend=settings.backend,
+        rate_limit=settings.rate_limit,
     )
     stop.attach(driver_of(dht))
     return dht

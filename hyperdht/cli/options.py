@@ -36,6 +36,7 @@ __all__ = [
     "parse_key",
     "port_arg",
     "positive_int_arg",
+    "rate_arg",
     "seconds_arg",
 ]
 
@@ -44,7 +45,8 @@ _N = TypeVar("_N", int, float)
 #: What a config key holds: ``"int"``, ``"port"`` (0-65535), ``"positive"``
 #: (an int of at least 1), ``"bool"``, ``"ephemeral"`` (a bool or
 #: ``"auto"``/``"true"``/``"false"``), ``"str"``, ``"strs"`` (a string or a
-#: list of strings) or ``"backend"`` (one of :data:`BACKENDS`).
+#: list of strings), ``"backend"`` (one of :data:`BACKENDS`) or ``"rate"``
+#: (a positive number).
 ConfigKind = str
 
 
@@ -110,6 +112,14 @@ def seconds_arg(text: str) -> float:
     value = _number(text, float, "a number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def rate_arg(text: str) -> float:
+    """argparse type: a positive, finite number (a rate per second)."""
+    value = _number(text, float, "a number")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -185,6 +195,7 @@ _WANTED = {
     "str": "a string",
     "backend": "a string",
     "strs": "a string or a list of strings",
+    "rate": "a positive number",
 }
 
 
@@ -239,6 +250,12 @@ def _checked(path: str, key: str, kind: ConfigKind, value: Any) -> Any:
         ok = isinstance(value, bool)
     elif kind == "ephemeral":
         ok = isinstance(value, bool) or value in ("auto", "true", "false")
+    elif kind == "rate":
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 < value < float("inf")
+        )
     elif kind in ("str", "backend"):
         ok = isinstance(value, str)
     else:  # "strs"

@@ -17,7 +17,11 @@ on the wire as a different encoding; see docs/PROTOCOL-NOTES.md):
 * requests and responses whose ``id`` is present with a length other than
   32 bytes are dropped (the reference processes them without the id);
 * responses must come from the address the request went to (except for
-  hole-punch pings), see :mod:`hyperdht.udprequest`.
+  hole-punch pings), see :mod:`hyperdht.udprequest`;
+* forwarded pings and answers sent to a third address are rate-limited per
+  source and per target host, an optional ``rate_limit`` bounds what each
+  source host is served, and a routing-table bucket keeps at most a few
+  contacts per global IP and /24: see :mod:`hyperdht.dhtrpc.limits`.
 """
 
 from __future__ import annotations
@@ -38,16 +42,25 @@ from ..arguments import (
     check_command,
     check_ephemeral,
     check_id,
+    check_optional_positive_rate,
     check_positive_int,
     check_positive_number,
 )
 from ..datagram import Datagram, SendOptions
-from ..errors import ArgumentError, ClosedError, DecodeError, HyperDHTError, RequestCancelled
+from ..errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ClosedError,
+    DecodeError,
+    HyperDHTError,
+    RequestCancelled,
+)
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node, node_codec, peer_codec
 from ..kbucket import KBucket
 from ..udprequest.core import PendingRequest, RequestCore
 from .connect import DEFAULT_OPENER_TTL, opener_datagram, start_connect
+from .limits import MAX_PER_IP, MAX_PER_SUBNET, Limits, RateLimiter, diversity_group
 from .query import Query, QueryOptions, ResponseCallback
 from .reachability import REACHABLE, ReachabilityProber
 from .tokens import ROTATE_INTERVAL, TokenStore
@@ -88,7 +101,7 @@ class RoutingNode:
     """A routing-table contact: id, address, the token it gave us, and the
     maintenance tick at which we last heard from it."""
 
-    __slots__ = ("address", "encoded", "id", "tick", "token")
+    __slots__ = ("_group", "address", "encoded", "id", "tick", "token")
 
     def __init__(self, id: bytes, address: Address, token: bytes | None, tick: int) -> None:
         self.id = id
@@ -98,6 +111,22 @@ class RoutingNode:
         #: The node encoding (id + peer), cached: every response lists up
         #: to 20 contacts. Reset when the address changes.
         self.encoded: bytes | None = None
+        self._group: tuple[int, int] | bool | None = False  # False: not computed
+
+    @property
+    def group(self) -> tuple[int, int] | None:
+        """The (IP, subnet) this contact counts against in its bucket, None
+        when its address is exempt (:func:`~hyperdht.dhtrpc.limits.diversity_group`)."""
+        g = self._group
+        if g is False:
+            g = self._group = diversity_group(self.address.host)
+        return g  # type: ignore[return-value]
+
+    def set_address(self, address: Address) -> None:
+        """Move the contact to ``address`` (dropping what was cached for the old one)."""
+        self.address = address
+        self.encoded = None
+        self._group = False
 
     def to_node(self) -> Node:
         """A frozen :class:`~hyperdht.ipencoding.Node` snapshot."""
@@ -123,6 +152,11 @@ _encoded_of = operator.attrgetter("encoded")
 _response_field = messages.response_field
 
 
+def _routing_group(node: RoutingNode) -> tuple[int, int] | None:
+    """The routing table's diversity groups of a contact (cached on it)."""
+    return node.group
+
+
 def _nothing() -> None:
     """The canceller of a request that already completed."""
 
@@ -133,7 +167,9 @@ class DHTCore:
     ``bootstrap`` is a list of addresses; ``nodes`` restores a routing table
     snapshot. ``rng`` makes tids and ids reproducible (the simulator seeds
     it); secrets always come from ``os.urandom`` unless ``random_bytes`` is
-    given.
+    given. ``rate_limit`` (requests per second, bursts of twice that; None:
+    unlimited) bounds what each source host is served; ``limits`` sets the
+    third-party send limits (default :class:`~hyperdht.dhtrpc.limits.Limits()`).
     """
 
     def __init__(
@@ -149,7 +185,14 @@ class DHTCore:
         now: float = 0.0,
         rng: random.Random | None = None,
         random_bytes: Callable[[int], bytes] | None = None,
+        rate_limit: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        rate_limit = check_optional_positive_rate(rate_limit, "rate_limit")
+        if limits is None:
+            limits = Limits()
+        elif not isinstance(limits, Limits):
+            raise ArgumentTypeError(f"limits must be a Limits, got {type(limits).__name__}")
         if id is None:
             id = (random_bytes or os.urandom)(ID_LENGTH)
         self.id = check_id(id)
@@ -186,7 +229,27 @@ class DHTCore:
             timeout=timeout, rng=self._rng, on_request=self._on_request, on_drop=self.drop
         )
         self.tokens = TokenStore(random_bytes or os.urandom)
-        self.table: KBucket[RoutingNode] = KBucket(self.id, k=K, on_ping=self._on_bucket_full)
+        self.table: KBucket[RoutingNode] = KBucket(
+            self.id,
+            k=K,
+            on_ping=self._on_bucket_full,
+            group=_routing_group,
+            group_limits=(MAX_PER_IP, MAX_PER_SUBNET),
+            on_rejected=self._on_table_rejected,
+        )
+        #: The third-party limits in force (see :mod:`hyperdht.dhtrpc.limits`).
+        self.limits = limits
+        #: Requests served per second per source host (None: unlimited).
+        self.rate_limit = rate_limit
+        self._served_limiter = (
+            None if rate_limit is None else RateLimiter(rate_limit, 2 * rate_limit)
+        )
+        self._source_limiter = RateLimiter(
+            limits.per_source_rate, limits.per_source_burst, max_keys=limits.max_tracked
+        )
+        self._target_limiter = RateLimiter(
+            limits.per_target_rate, limits.per_target_burst, max_keys=limits.max_tracked
+        )
         # Least recently seen first: the maintenance order.
         self._seen: OrderedDict[bytes, RoutingNode] = OrderedDict()
         self._tick = 0
@@ -702,6 +765,10 @@ class DHTCore:
     # -- incoming requests -------------------------------------------------
 
     def _on_request(self, tid: int, payload: bytes, addr: Address, now: float) -> None:
+        limiter = self._served_limiter
+        if limiter is not None and not limiter.allow(addr.host, now):
+            self.drop("rate_limited")
+            return
         try:
             req = messages.decode_request(payload)
         except DecodeError:
@@ -719,7 +786,7 @@ class DHTCore:
             token = None
 
         if req.forward_request is not None:
-            self._forward(tid, req, addr, token)
+            self._forward(tid, req, addr, token, now)
             return
 
         reply_to = addr
@@ -731,6 +798,8 @@ class DHTCore:
                 reply_to = self.peer_codec.decode(req.forward_response)
             except DecodeError:
                 self.drop("bad_forward")
+                return
+            if reply_to != addr and not self._third_party_allowed(addr, reply_to, now):
                 return
 
         # The built-in commands, on the hot path: their responses are
@@ -826,8 +895,21 @@ class DHTCore:
                     c.encoded = encode(c.to_node())
             return b"".join(map(_encoded_of, closest))
 
+    def _third_party_allowed(self, source: Address, target: Address, now: float) -> bool:
+        """Whether ``source`` may make us send one datagram to ``target``
+        now (a forwarded ping or answer); counts the drop when not."""
+        if not self.limits.enabled:
+            return True
+        if not self._source_limiter.allow(source.host, now):
+            self.drop("third_party_source")
+            return False
+        if not self._target_limiter.allow(target.host, now):
+            self.drop("third_party_target")
+            return False
+        return True
+
     def _forward(
-        self, tid: int, req: messages.RpcRequest, addr: Address, token: bytes | None
+        self, tid: int, req: messages.RpcRequest, addr: Address, token: bytes | None, now: float
     ) -> None:
         if req.command != "_ping":
             self.drop("forward_not_ping")
@@ -836,6 +918,8 @@ class DHTCore:
             to = self.peer_codec.decode(req.forward_request or b"")
         except DecodeError:
             self.drop("bad_forward")
+            return
+        if not self._third_party_allowed(addr, to, now):
             return
         self.stats.forwarded += 1
         if self.on_holepunch is not None:
@@ -865,8 +949,7 @@ class DHTCore:
             seen[id] = node
         else:
             if node.address != addr:
-                node.address = addr
-                node.encoded = None
+                node.set_address(addr)
             node.token = token
             node.tick = self._tick
             seen.move_to_end(id)
@@ -882,6 +965,9 @@ class DHTCore:
             return
         if fresh and self.on_node_added is not None:
             self.on_node_added(node)
+
+    def _on_table_rejected(self, _node: RoutingNode) -> None:
+        self.drop("table_diversity")
 
     def _remove_node(self, node: RoutingNode) -> None:
         if self._seen.get(node.id) is node:

@@ -17,17 +17,19 @@ from ..addressing import DEFAULT_PORT, parse_address, resolve_address
 from ..arguments import (
     check_ephemeral,
     check_id,
+    check_optional_positive_rate,
     check_port,
     check_positive_int,
     check_positive_number,
 )
 from ..drivers import create_driver
 from ..drivers.base import Driver, SocketLike
-from ..errors import ArgumentError, ClosedError, RequestTimeout, StateError
+from ..errors import ArgumentError, ArgumentTypeError, ClosedError, RequestTimeout, StateError
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node
 from .connect import WILDCARD_HOSTS
 from .core import DEFER, DHTCore
+from .limits import Limits
 from .natprobe import nat_hop_probe
 from .query import Query, QueryOptions
 from .stream import QueryStream
@@ -81,6 +83,10 @@ class DHT:
     tables), True (it never gives out its id) or ``"auto"`` (ephemeral
     until :attr:`reachability` is ``"reachable"``, and again should it
     become ``"unreachable"``).
+    ``rate_limit`` (requests per second per source host, None: unlimited,
+    the default) bounds what the node serves; ``limits`` (a
+    :class:`~hyperdht.dhtrpc.limits.Limits`) sets the per-source and
+    per-target limits of forwarded pings and answers to third addresses.
 
     Every argument is a keyword. Raises ArgumentError (a ValueError) for
     bad arguments and BindError (an OSError) when the socket cannot be
@@ -102,7 +108,13 @@ class DHT:
         timeout: float = 1.0,
         ipv6: bool = False,
         inline_handlers: bool = True,
+        rate_limit: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        # Checked before the socket is bound, so a bad value leaks nothing.
+        rate_limit = check_optional_positive_rate(rate_limit, "rate_limit")
+        if limits is not None and not isinstance(limits, Limits):
+            raise ArgumentTypeError(f"limits must be a Limits, got {type(limits).__name__}")
         if id is not None:
             check_id(id)
         check_ephemeral(ephemeral)
@@ -138,6 +150,8 @@ class DHT:
                 ipv6=ipv6,
                 timeout=timeout,
                 now=self._driver.now(),
+                rate_limit=rate_limit,
+                limits=limits,
             )
             self._core.local_address = self._local_address(boot[0] if boot else None)
             self._setup_core(self._core)

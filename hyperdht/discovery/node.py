@@ -8,6 +8,7 @@ from typing import Any
 
 from ..arguments import check_positive_int, check_positive_number
 from ..dhtrpc.core import DHTCore
+from ..dhtrpc.limits import Limits
 from ..dhtrpc.node import DHT, QueryHandler
 from ..dhtrpc.query import QueryOptions
 from ..dhtrpc.stream import QueryStream, discard_stream
@@ -52,6 +53,8 @@ class HyperDHT(DHT):
         inline_handlers: bool = True,
         max_age: float = DEFAULT_MAX_AGE,
         max_peers: int = DEFAULT_MAX_SIZE,
+        rate_limit: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
         # Checked before the socket is bound, so a bad value leaks nothing.
         self._max_age = check_positive_number(max_age, "max_age")
@@ -69,6 +72,8 @@ class HyperDHT(DHT):
             timeout=timeout,
             ipv6=ipv6,
             inline_handlers=inline_handlers,
+            rate_limit=rate_limit,
+            limits=limits,
         )
 
     def _setup_core(self, core: DHTCore) -> None:
