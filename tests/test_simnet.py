@@ -962,9 +962,21 @@ def opcodes_per_round_trips(idle_hosts: int, behind_nat: bool) -> int:
 @pytest.mark.parametrize("behind_nat", [False, True])
 def test_a_round_trip_costs_the_same_on_a_small_and_a_large_network(behind_nat: bool) -> None:
     """No per-event scan over hosts, NATs, ports or timers: the same echo
-    runs exactly as many bytecodes beside 3 idle hosts as beside 3,000
-    (any Python-level loop over them would add thousands per event; the
-    heap's log-time work is C and not counted)."""
-    small = opcodes_per_round_trips(3, behind_nat)
-    large = opcodes_per_round_trips(3000, behind_nat)
-    assert large == small
+    runs (within 5%) as many bytecodes beside 3 idle hosts as beside 3,000.
+    Any Python-level loop over them would add thousands per event, that is
+    100 times the allowance; what the allowance admits is the heap's
+    log-time comparisons and the interpreter's own caches, which differ by
+    about 1% with what earlier tests left behind."""
+
+    def measured(idle_hosts: int) -> int:
+        # A tracer installed by an earlier test can swallow one run's
+        # events (seen once as a count of 0): measure again then.
+        for _ in range(3):
+            steps = opcodes_per_round_trips(idle_hosts, behind_nat)
+            if steps:
+                return steps
+        raise AssertionError("sys.settrace counted no bytecodes")
+
+    small = measured(3)
+    large = measured(3000)
+    assert small <= large * 1.05 and large <= small * 1.05, (small, large)

@@ -141,8 +141,15 @@ class DHT:
             backend, host=host, port=port, ipv6=ipv6, socket=socket
         )
         try:
+            # The simulator's sockets hand out seeded generators, so a
+            # simulated run (ids, tids, probes) follows from its seed.
+            node_rng = getattr(self._driver, "node_rng", None)
+            rng = node_rng() if callable(node_rng) else None
+            if id is None and rng is not None:
+                id = rng.randbytes(ID_LENGTH)
             self._core = DHTCore(
                 id=id,
+                rng=rng,
                 ephemeral=ephemeral,
                 concurrency=concurrency,
                 bootstrap=boot,

@@ -19,6 +19,7 @@ backlog; the network reaches it only through public members
 from __future__ import annotations
 
 import math
+import random
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,11 @@ class SimDriver(Driver):
     def host(self) -> Host:
         """The host this socket is bound on."""
         return self._host
+
+    def node_rng(self) -> random.Random:
+        """A seeded :class:`random.Random` for the node on this socket
+        (:meth:`Network.node_rng`): the DHT takes its id and tids from it."""
+        return self._network.node_rng(self._address)
 
     @property
     def network(self) -> Network:

@@ -197,11 +197,13 @@ class Network:
         "_latency",
         "_loss",
         "_nats",
+        "_node_rngs",
         "_now",
         "_reorder",
         "_reorder_delay",
         "_rng",
         "_running",
+        "_seed",
         "_sent",
         "_seq",
         "trace",
@@ -227,6 +229,8 @@ class Network:
         if not isinstance(hops, int) or isinstance(hops, bool) or hops < 0:
             raise ArgumentError(f"hops: must be an integer >= 0, got {hops!r}")
         self._hops = hops
+        self._seed = seed
+        self._node_rngs = 0
         self._rng = random.Random(seed)
         self._now = 0.0
         self._heap: list[tuple[float, int, Callable[..., object], tuple[Any, ...]]] = []
@@ -413,6 +417,19 @@ class Network:
         return list(self._nats.values())
 
     # -- clock and loop --------------------------------------------------------
+
+    def node_rng(self, address: Address) -> random.Random:
+        """A :class:`random.Random` for a node bound at ``address``: its id,
+        tids and random choices then follow from the network's seed too, so
+        a run with a seed is the same run every time. Each call gives a
+        different one (two nodes on one address differ), derived from the
+        seed, the address and a counter without drawing from the network's
+        own stream (links behave the same with or without nodes asking).
+        With ``seed=None`` it is seeded from the OS."""
+        self._node_rngs += 1
+        if self._seed is None:
+            return random.Random()
+        return random.Random(f"{self._seed}/{address.host}/{address.port}/{self._node_rngs}")
 
     @property
     def now(self) -> float:
