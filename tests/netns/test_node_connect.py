@@ -169,7 +169,12 @@ def node_referrer_run(lab: RoutedLab, tag: str) -> dict[str, Any]:
     return obs
 
 
-def node_peer_run(lab: RoutedLab, referrer_kind: str, b_ephemeral: bool) -> dict[str, Any]:
+def _b_suffix(b_ephemeral: bool | str) -> str:
+    """The cell name's suffix for B's ``ephemeral`` setting."""
+    return {True: "/b-ephemeral", "auto": "/b-auto"}.get(b_ephemeral, "")  # type: ignore[call-overload]
+
+
+def node_peer_run(lab: RoutedLab, referrer_kind: str, b_ephemeral: bool | str) -> dict[str, Any]:
     t0 = time.monotonic()
     boot = (lab.bootstrap_ip, BOOTSTRAP_PORT)
     if referrer_kind == "node":
@@ -187,7 +192,7 @@ def node_peer_run(lab: RoutedLab, referrer_kind: str, b_ephemeral: bool) -> dict
     assert hits, "lookup found no peer"
     referrer, a_pub = next(h for h in hits if h[0] == boot)
     obs: dict[str, Any] = {
-        "cell": f"node-peer/{referrer_kind}-referrer{'/b-ephemeral' if b_ephemeral else ''}",
+        "cell": f"node-peer/{referrer_kind}-referrer{_b_suffix(b_ephemeral)}",
         "announced": a_pub,
         "a_to_b_before_connect": len(ct_before),
         "ct_b_before": ct_before,
@@ -228,7 +233,14 @@ def test_connect_with_node_referrer(
     assert ok >= 9, f"connect worked {ok}/{len(runs)}: {runs}"
 
 
-NODE_PEER_CELLS = [("python", False), ("node", False), ("python", True)]
+# B full node (the old default), B on today's default ("auto": ephemeral
+# until it finds itself reachable, which a NATed B never does), B ephemeral.
+NODE_PEER_CELLS: list[tuple[str, bool | str]] = [
+    ("python", False),
+    ("node", False),
+    ("python", "auto"),
+    ("python", True),
+]
 
 
 @pytest.mark.time_limit(150)
@@ -237,12 +249,12 @@ def test_connect_to_node_peer_report(
     routed_lab_factory: Callable[..., RoutedLab],
     record_property: Any,
     referrer_kind: str,
-    b_ephemeral: bool,
+    b_ephemeral: bool | str,
 ) -> None:
     """Record-only: a NATed Node.js A (default settings) reached by our NATed B."""
     if BACKEND != "thread" and not FULL:
         pytest.skip("the Node-peer cells run on the thread backend (HYPERDHT_NETNS_FULL_MATRIX=1)")
-    name = f"node-peer/{referrer_kind}-referrer{'/b-ephemeral' if b_ephemeral else ''}"
+    name = f"node-peer/{referrer_kind}-referrer{_b_suffix(b_ephemeral)}"
     runs = run_cell(
         routed_lab_factory,
         name,
