@@ -5,7 +5,9 @@ prints one JSON line ``{"port": N, "pid": P}``, serves until a line (or end
 of file) arrives on stdin, then prints ``{"table": T}`` (the routing-table
 size; null for the bare servers) and exits. KIND is:
 
-* ``thread`` / ``gevent``: a :class:`hyperdht.DHT` node on that backend.
+* ``thread`` / ``gevent``: a :class:`hyperdht.DHT` node on that backend;
+  ``thread-private``: a thread-backend node on threads of its own
+  (``ThreadBackend(hub=False)``) instead of the shared hub.
 * ``echo``: a bare pure-Python loop that sends every request back with the
   request bit cleared (the least a Python UDP server can do per datagram).
 * ``protobuf``: a bare loop that decodes each request with
@@ -28,7 +30,7 @@ import threading
 from typing import Any
 
 HOST = "127.0.0.1"
-KINDS = ("thread", "gevent", "echo", "protobuf")
+KINDS = ("thread", "thread-private", "gevent", "echo", "protobuf")
 
 log = logging.getLogger("benchmarks.servers")
 
@@ -101,8 +103,12 @@ def serve_bare(kind: str) -> int:
 def serve_node(backend: str) -> int:
     """Run one :class:`hyperdht.DHT` node until stdin says stop."""
     from hyperdht import DHT
+    from hyperdht.drivers.thread import ThreadBackend
 
-    node = DHT(host=HOST, backend=backend)
+    # "thread-private": receiver and timer threads of its own, not the hub.
+    node = DHT(
+        host=HOST, backend=ThreadBackend(hub=False) if backend == "thread-private" else backend
+    )
     say({"port": node.address.port, "pid": os.getpid()})
     if backend == "gevent":
         from gevent.socket import wait_read

@@ -45,6 +45,9 @@ ROOT = HERE.parent
 HOST = "127.0.0.1"
 REFERENCE = "reference"
 SERVE_TARGETS = ("reference", "thread", "gevent", "echo", "protobuf")
+#: Also accepted by ``--serve-targets``: a thread-backend node on private
+#: receiver and timer threads instead of the process's shared hub.
+EXTRA_SERVE_TARGETS = ("thread-private",)
 SWARM_IMPLS = ("reference", "thread", "gevent")
 COMMANDS = ("_ping", "_find_node")
 #: Contacts seeded into each server's routing table: 4 buckets of k = 20.
@@ -520,6 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=Path("bench-results.json"), metavar="FILE")
     p.add_argument("--rounds", type=int, help="interleaved rounds (3)")
     p.add_argument("--only", choices=("serve", "swarm"), help="run one part only")
+    p.add_argument(
+        "--serve-targets",
+        help=(
+            "serve columns, comma-separated (default: "
+            + ",".join(SERVE_TARGETS)
+            + "; also: "
+            + ",".join(EXTRA_SERVE_TARGETS)
+            + ")"
+        ),
+    )
     p.add_argument("--serve-seconds", type=float, help="loadgen window per command (4)")
     p.add_argument("--warmup", type=float, help="loadgen warm-up before the window (0.5)")
     p.add_argument("--inflight", type=int, default=64, help="requests in flight (64)")
@@ -613,7 +626,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.only in (None, "serve"):
-        targets = [t for t in SERVE_TARGETS if t != REFERENCE or modules]
+        chosen = args.serve_targets.split(",") if args.serve_targets else list(SERVE_TARGETS)
+        unknown = [t for t in chosen if t not in SERVE_TARGETS + EXTRA_SERVE_TARGETS]
+        if unknown:
+            raise SystemExit(f"--serve-targets: unknown {', '.join(unknown)}")
+        targets = [t for t in chosen if t != REFERENCE or modules]
         raw: dict[str, list[dict[str, Any] | None]] = {t: [] for t in targets}
         with tempfile.TemporaryDirectory(prefix="hyperdht-bench-") as tmp_name:
             tmp = Path(tmp_name)
