@@ -10,7 +10,7 @@ import hashlib
 import queue
 import sys
 
-from hyperdht import Address, HyperDHT
+from hyperdht import Address, HyperDHT, QueryError
 from hyperdht.testing.natsocket import NATSocket
 
 KEY = hashlib.sha256(b"hyperdht tutorial").digest()  # keys are 32 bytes
@@ -28,7 +28,13 @@ def main() -> int:
             # Called on the node's receiver thread: hand the datagram over.
             node.on_datagram(lambda data, sender: inbox.put((data, sender)))
             node.ready()  # joined: the bootstrap node answered
-            node.announce_discard(KEY)  # "find me under this key"
+            for attempt in range(3):  # "find me under this key"
+                try:
+                    node.announce_discard(KEY)
+                    break
+                except QueryError:  # no node answered in time (a busy machine): again
+                    if attempt == 2:
+                        raise
             print(f"A: announced {KEY.hex()[:16]}... on port {node.address.port}", flush=True)
 
             data, sender = inbox.get(timeout=60)

@@ -14,7 +14,7 @@ import sys
 
 import gevent.queue
 
-from hyperdht import Address, HyperDHT
+from hyperdht import Address, HyperDHT, QueryError
 from hyperdht.testing.natsocket import NATSocket
 
 KEY = hashlib.sha256(b"hyperdht tutorial").digest()
@@ -30,7 +30,13 @@ def main() -> int:
         ) as node:
             node.on_datagram(lambda data, sender: inbox.put((data, sender)))  # on a greenlet
             node.ready()
-            node.announce_discard(KEY)
+            for attempt in range(3):  # "find me under this key"
+                try:
+                    node.announce_discard(KEY)
+                    break
+                except QueryError:  # no node answered in time (a busy machine): again
+                    if attempt == 2:
+                        raise
             print(f"A: announced {KEY.hex()[:16]}... on port {node.address.port}", flush=True)
 
             data, sender = inbox.get(timeout=60)
