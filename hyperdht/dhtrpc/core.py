@@ -309,7 +309,8 @@ class DHTCore:
             self._outbox = []
         if out:
             self.udp.outbox = []
-            out = self.reachability.sent(out)
+            if self.reachability.enabled:  # only a probing ("auto") node keeps track
+                out = self.reachability.sent(out)
             self.stats.datagrams_out += len(out)
         return out
 
