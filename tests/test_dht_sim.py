@@ -99,6 +99,16 @@ def test_bootstrap_populates_every_routing_table(swarm: Swarm) -> None:
             assert swarm.by_id(contact.id).address == contact.address
 
 
+def test_the_background_bootstrap_keeps_no_responses(swarm: Swarm) -> None:
+    # Nobody reads the initial bootstrap's results: a node must not keep
+    # its ~30 responses (~10 KB) for life, a thousand nodes per process.
+    for node in swarm.nodes:
+        query = node.bootstrap_query
+        assert query is not None and query.done
+        assert query.responses >= K
+        assert len(query.results) == 0
+
+
 def test_query_from_any_node_reaches_the_20_closest(swarm: Swarm) -> None:
     handle_everywhere(swarm, "whoami", update=False, fn=lambda node: lambda n, q: node.id)
     rng = random.Random(1)
