@@ -52,12 +52,13 @@ def general_path(monkeypatch: pytest.MonkeyPatch, payloads: list[bytes], addr: A
     with monkeypatch.context() as m:
         m.setattr(core_module, "_PING_WITH_ID", b"\xff" * len(core_module._PING_WITH_ID))
         m.setattr(core_module, "_PING_EPHEMERAL", b"\xff")
-        m.setattr(core_module, "_inet_pton", _refuse)
-        return observe(make_core(":" in addr.host), payloads, addr)
+        core = make_core(":" in addr.host)
+        m.setattr(core, "_pack_host", _refuse)
+        return observe(core, payloads, addr)
 
 
-def _refuse(family: int, host: str) -> bytes:
-    raise OSError("the general path")
+def _refuse(host: str) -> None:
+    """The general path: the codec encodes every address."""
 
 
 def mutations(base: bytes) -> st.SearchStrategy[bytes]:

@@ -32,7 +32,6 @@ import math
 import operator
 import os
 import random
-import socket as _socket
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ from ..errors import (
     RequestCancelled,
 )
 from ..future import Future
-from ..ipencoding import ID_LENGTH, Address, Node, node_codec, peer_codec
+from ..ipencoding import ID_LENGTH, Address, Node, node_codec, pack_ipv4, peer_codec
 from ..kbucket import KBucket
 from ..udprequest.core import PendingRequest, RequestCore
 from .connect import DEFAULT_OPENER_TTL, opener_datagram, start_connect
@@ -159,7 +158,6 @@ _PING_WITH_ID_SIZE = _PING_WITH_ID_LEN + ID_LENGTH
 _TOKEN_TAG = messages.response_field(4, bytes(32))[:2]
 
 # The serve path's helpers, bound once.
-_inet_pton = _socket.inet_pton
 _encoded_of = operator.attrgetter("encoded")
 _response_field = messages.response_field
 
@@ -167,6 +165,10 @@ _response_field = messages.response_field
 def _routing_group(node: RoutingNode) -> tuple[int, int] | None:
     """The routing table's diversity groups of a contact (cached on it)."""
     return node.group
+
+
+def _no_host(host: str) -> None:
+    """An IPv6 node's stand-in for pack_ipv4: always the codec."""
 
 
 def _nothing() -> None:
@@ -220,7 +222,8 @@ class DHTCore:
         self.bootstrap_nodes: list[Address] = list(bootstrap)
         self.stats = Stats()
         self.peer_codec = peer_codec(self.ipv6)
-        self._family = _socket.AF_INET6 if self.ipv6 else _socket.AF_INET
+        # The 4 bytes of an IPv4 host, else None (the codec then encodes it).
+        self._pack_host: Callable[[str], bytes | None] = _no_host if self.ipv6 else pack_ipv4
         self.node_codec = node_codec(self.ipv6, ID_LENGTH)
         self._query_id: bytes | None = None
         self._id_field = b""  # the encoded ``id`` field of our responses
@@ -887,12 +890,11 @@ class DHTCore:
             return
         self.stats.requests_served["_ping"] += 1
         host, port = reply_to
-        try:
-            if type(port) is not int or not 0 < port < 65536:
-                raise ValueError(port)
-            peer = _inet_pton(self._family, host) + port.to_bytes(2, "big")
-        except (OSError, ValueError, TypeError):
+        packed = self._pack_host(host) if type(port) is int and 0 < port < 65536 else None
+        if packed is None:
             peer = self.peer_codec.encode(reply_to)  # raises what the codec raises
+        else:
+            peer = packed + port.to_bytes(2, "big")
         self.udp.respond(
             tid, self._ping_head + peer + _TOKEN_TAG + self.tokens.issue(host), reply_to
         )
