@@ -66,8 +66,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_new_tuple = tuple.__new__
-
 #: Larger than any UDP payload, so a datagram is never truncated.
 RECV_BUFSIZE = 65536
 #: Datagrams a receiver handles per lock hold (then it flushes once).
@@ -421,10 +419,7 @@ class SocketDriver(SocketEndpointDriver):
     ) -> None:
         # Hot path: everything the loop touches per datagram is a local.
         receive = endpoint.receive_datagram
-        # tuple.__new__: an Address without the Python-level NamedTuple
-        # __new__ (a third of the driver's cost per datagram); IPv6
-        # sockets give (host, port, flowinfo, scope_id).
-        make_address = _new_tuple
+        make_address = Address
         clock = self.now
         lock = self.lock
         batch = range(RECV_BATCH - 1) if drain is not None else ()
@@ -439,9 +434,7 @@ class SocketDriver(SocketEndpointDriver):
                         return
                     now = clock()
                     try:
-                        receive(
-                            data, make_address(Address, addr if len(addr) == 2 else addr[:2]), now
-                        )
+                        receive(data, make_address(addr[0], addr[1]), now)
                     except Exception:
                         self._endpoint_error("receive_datagram")
                     for _ in batch:
@@ -450,11 +443,7 @@ class SocketDriver(SocketEndpointDriver):
                         except OSError:  # BlockingIOError: nothing more queued
                             break
                         try:
-                            receive(
-                                data,
-                                make_address(Address, addr if len(addr) == 2 else addr[:2]),
-                                now,
-                            )
+                            receive(data, make_address(addr[0], addr[1]), now)
                         except Exception:
                             self._endpoint_error("receive_datagram")
                     self._safe_flush()

@@ -65,8 +65,6 @@ __all__ = ["POLL_INTERVAL", "SPAWN_JOIN_TIMEOUT", "SPAWN_WORKERS", "ThreadBacken
 
 log = logging.getLogger(__name__)
 
-_new_tuple = tuple.__new__
-
 #: Receive timeout of the fallback loop for a caller socket without fileno().
 POLL_INTERVAL = 0.05
 
@@ -238,10 +236,7 @@ class ThreadDriver(SocketDriver):
             return
         receive = endpoint.receive_datagram
         recvfrom = self._sock.recvfrom
-        # tuple.__new__: an Address without the Python-level NamedTuple
-        # __new__ (a third of the driver's cost per datagram); IPv6
-        # sockets give (host, port, flowinfo, scope_id).
-        make_address = _new_tuple
+        make_address = Address
         with self.lock:
             if self._closing:
                 return
@@ -263,7 +258,7 @@ class ThreadDriver(SocketDriver):
                         log.exception("receiving on %s failed", self._address)
                     break
                 try:
-                    receive(data, make_address(Address, addr if len(addr) == 2 else addr[:2]), now)
+                    receive(data, make_address(addr[0], addr[1]), now)
                 except Exception:
                     self._endpoint_error("receive_datagram")
             self._safe_flush()
