@@ -56,7 +56,7 @@ from ..errors import (
     RequestCancelled,
 )
 from ..future import Future
-from ..ipencoding import ID_LENGTH, Address, Node, node_codec, peer_codec
+from ..ipencoding import ID_LENGTH, Address, Node, node_codec, pack_ipv4, peer_codec
 from ..kbucket import KBucket
 from ..udprequest.core import PendingRequest, RequestCore
 from .connect import DEFAULT_OPENER_TTL, opener_datagram, start_connect
@@ -147,6 +147,16 @@ class _Queued:
     pending: PendingRequest | None = None
 
 
+#: A ping as dht-rpc encodes it: ``command`` "_ping" and, from a full
+#: node, its 32-byte ``id`` (tag, length, bytes; nothing else).
+_PING_EPHEMERAL = messages.encode_request(messages.RpcRequest("_ping"))
+_PING_WITH_ID = _PING_EPHEMERAL + b"\x12\x20"
+_PING_WITH_ID_LEN = len(_PING_WITH_ID)
+_PING_WITH_ID_SIZE = _PING_WITH_ID_LEN + ID_LENGTH
+
+#: The tag and length of a response's 32-byte ``roundtripToken`` (a sha256).
+_TOKEN_TAG = messages.response_field(4, bytes(32))[:2]
+
 # The serve path's helpers, bound once.
 _encoded_of = operator.attrgetter("encoded")
 _response_field = messages.response_field
@@ -155,6 +165,10 @@ _response_field = messages.response_field
 def _routing_group(node: RoutingNode) -> tuple[int, int] | None:
     """The routing table's diversity groups of a contact (cached on it)."""
     return node.group
+
+
+def _no_host(host: str) -> None:
+    """An IPv6 node's stand-in for pack_ipv4: always the codec."""
 
 
 def _nothing() -> None:
@@ -208,6 +222,8 @@ class DHTCore:
         self.bootstrap_nodes: list[Address] = list(bootstrap)
         self.stats = Stats()
         self.peer_codec = peer_codec(self.ipv6)
+        # The 4 bytes of an IPv4 host, else None (the codec then encodes it).
+        self._pack_host: Callable[[str], bytes | None] = _no_host if self.ipv6 else pack_ipv4
         self.node_codec = node_codec(self.ipv6, ID_LENGTH)
         self._query_id: bytes | None = None
         self._id_field = b""  # the encoded ``id`` field of our responses
@@ -516,6 +532,11 @@ class DHTCore:
         self.ephemeral = not full
         self._query_id = self.id if full else None
         self._id_field = messages.response_field(1, self.id) if full else b""
+        # A ping's answer up to the bytes of the address (the tag and length
+        # of ``value``, a peer of peer_codec.size bytes).
+        self._ping_head = (
+            self._id_field + messages.response_field(3, bytes(self.peer_codec.size))[:2]
+        )
 
     def _on_verdict(self, verdict: str) -> None:
         """``ephemeral="auto"``: a full node while reachable, else ephemeral."""
@@ -770,6 +791,15 @@ class DHTCore:
         if limiter is not None and not limiter.allow(addr.host, now):
             self.drop("rate_limited")
             return
+        # The pings real peers send, recognised byte for byte: what the
+        # general path below does with them, minus decoding and dispatch.
+        if len(payload) == _PING_WITH_ID_SIZE and payload.startswith(_PING_WITH_ID):
+            self._add_node(payload[_PING_WITH_ID_LEN:], addr, None, now)
+            self._serve_ping(tid, addr)
+            return
+        if payload == _PING_EPHEMERAL:
+            self._serve_ping(tid, addr)
+            return
         try:
             req = messages.decode_request(payload)
         except DecodeError:
@@ -808,15 +838,7 @@ class DHTCore:
         # RpcResponse of id, value or nodes, and token), our id's field once.
         command = req.command
         if command == "_ping":
-            if not self.closed:
-                self.stats.requests_served[command] += 1
-                self.udp.respond(
-                    tid,
-                    self._id_field
-                    + _response_field(3, self.peer_codec.encode(reply_to))
-                    + _response_field(4, self.tokens.issue(reply_to.host)),
-                    reply_to,
-                )
+            self._serve_ping(tid, reply_to)
             return
 
         target = req.target
@@ -859,6 +881,23 @@ class DHTCore:
             if value is DEFER:
                 return
         self._send_query_response(tid, addr, target, value, command)
+
+    def _serve_ping(self, tid: int, reply_to: Address) -> None:
+        """Answer a ping: our id, the address we saw it from (``value``)
+        and a token, written as :func:`~hyperdht.messages.encode_response`
+        would write that :class:`~hyperdht.messages.RpcResponse`."""
+        if self.closed:
+            return
+        self.stats.requests_served["_ping"] += 1
+        host, port = reply_to
+        packed = self._pack_host(host) if type(port) is int and 0 < port < 65536 else None
+        if packed is None:
+            peer = self.peer_codec.encode(reply_to)  # raises what the codec raises
+        else:
+            peer = packed + port.to_bytes(2, "big")
+        self.udp.respond(
+            tid, self._ping_head + peer + _TOKEN_TAG + self.tokens.issue(host), reply_to
+        )
 
     def _send_query_response(
         self, tid: int, addr: Address, target: bytes, value: Any, command: str = ""
@@ -959,12 +998,13 @@ class DHTCore:
             full, self._full = self._full, []
             for old, new in full:
                 self._reping(old, new, now)
+        if not fresh:
+            return  # a refresh: nothing below applies to a known contact
         if self.table.get(id) is not node:
             # The bucket was full: it stays out until a ping makes room.
-            if fresh:
-                del seen[id]
+            del seen[id]
             return
-        if fresh and self.on_node_added is not None:
+        if self.on_node_added is not None:
             self.on_node_added(node)
 
     def _on_table_rejected(self, _node: RoutingNode) -> None:
