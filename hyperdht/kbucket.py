@@ -41,6 +41,7 @@ keeps a count per group.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import islice
 from typing import Generic, Protocol, TypeVar
@@ -108,6 +109,7 @@ class KBucket(Generic[C]):
     """
 
     __slots__ = (
+        "_by_int",
         "_counts",
         "_far",
         "_group_limits",
@@ -198,6 +200,12 @@ class KBucket(Generic[C]):
         # Longest id ever seen (local id included): past 8 * this many bits
         # every id reads as zeros, so splitting further cannot separate any.
         self._max_len = len(local_id)
+        # closest()'s candidates, per bucket (by identity) that it has
+        # visited: int(id) -> contact, so a call sorts ints with a C-level
+        # key (``t.__xor__``) instead of converting every id again. Kept
+        # exact on every change; only while all stored ids have one length
+        # (two lengths may give one int), dropped when a second appears.
+        self._by_int: dict[int, dict[int, C]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -286,6 +294,10 @@ class KBucket(Generic[C]):
                     raise ArgumentError("arbiter returned a contact with a different id")
             del bucket[cid]
             bucket[cid] = selection
+            if selection is not incumbent and self._by_int:
+                cache = self._by_int.get(id(bucket))
+                if cache is not None:
+                    cache[int.from_bytes(cid, "big")] = selection
             if self.on_updated is not None:
                 self.on_updated(incumbent, selection)
             return
@@ -324,7 +336,16 @@ class KBucket(Generic[C]):
                 self._group_of[cid] = groups
                 self._count(bucket, groups, 1)
             self._where[cid] = bucket
-            self._lengths[n] = self._lengths.get(n, 0) + 1
+            lengths = self._lengths
+            if n in lengths:
+                lengths[n] += 1
+                if self._by_int:
+                    cache = self._by_int.get(id(bucket))
+                    if cache is not None:
+                        cache[int.from_bytes(cid, "big")] = contact
+            else:
+                lengths[n] = 1
+                self._by_int.clear()
             if self.on_added is not None:
                 self.on_added(contact)
             return
@@ -361,6 +382,7 @@ class KBucket(Generic[C]):
         d = len(self._far)
         far: dict[bytes, C] = {}
         near = self._near
+        self._by_int.pop(id(near), None)
         first_diff = self._first_diff
         where = self._where
         group_of = self._group_of
@@ -382,6 +404,10 @@ class KBucket(Generic[C]):
         if bucket is None:
             return None
         contact = bucket.pop(id)
+        if self._by_int:
+            cache = self._by_int.get(builtins.id(bucket))
+            if cache is not None:
+                del cache[int.from_bytes(id, "big")]
         groups = self._group_of.pop(id, None)
         if groups is not None:
             self._count(bucket, groups, -1)
@@ -452,15 +478,47 @@ class KBucket(Generic[C]):
         lengths = self._lengths
         tlen = len(target)
         if len(lengths) == 1 and tlen in lengths:
-            t = int.from_bytes(target, "big")
-            found: list[C] = []
-            for bucket in self._walk(target):
-                found.extend(bucket.values())
-                if len(found) >= n:
-                    break
-            if len(found) > 1:
-                found.sort(key=lambda c: int.from_bytes(c.id, "big") ^ t)
-            return found[:n]
+            return self._closest_same_length(target, n)
         everything = [c for bucket in self._walk(target) for c in bucket.values()]
         everything.sort(key=lambda c: distance(c.id, target))
         return everything[:n]
+
+    def _candidates(self, bucket: dict[bytes, C]) -> dict[int, C]:
+        """*bucket* as int(id) -> contact, cached (see ``_by_int``)."""
+        cache = self._by_int.get(id(bucket))
+        if cache is None:
+            from_bytes = int.from_bytes
+            cache = self._by_int[id(bucket)] = {from_bytes(i, "big"): c for i, c in bucket.items()}
+        return cache
+
+    def _closest_same_length(self, target: bytes, n: int) -> list[C]:
+        """closest() when every stored id is as long as *target* (and n >= 1).
+
+        The same contacts in the same order as sorting the buckets that
+        :meth:`_walk` yields until they hold *n* contacts (tristanls'
+        ``closest``): distinct ids of one length have distinct distances,
+        so the order is unique. The walk is inlined: most targets differ
+        from the local id early, and their first bucket holds enough.
+        """
+        t = int.from_bytes(target, "big")
+        far = self._far
+        depth = len(far)
+        local_len = self._local_len
+        tlen = len(target)
+        width = tlen if tlen >= local_len else local_len
+        x = (t << (8 * (width - tlen))) ^ (self._local_int << (8 * (width - local_len)))
+        # The first bucket of the walk: the far bucket at the first bit where
+        # the target leaves the local id's path (if it has contacts).
+        d = 8 * width - x.bit_length()
+        if x and d < depth and len(far[d]) >= n:
+            cands = self._candidates(far[d])
+        else:
+            cands = {}
+            for bucket in self._walk(target):
+                cands.update(self._candidates(bucket))
+                if len(cands) >= n:
+                    break
+        keys = sorted(cands, key=t.__xor__)
+        if len(keys) > n:
+            del keys[n:]
+        return list(map(cands.__getitem__, keys))
