@@ -41,6 +41,7 @@ keeps a count per group.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from itertools import islice
 from typing import Generic, Protocol, TypeVar
@@ -64,6 +65,12 @@ C = TypeVar("C", bound=Contact)
 # first_diff() of an id that equals the local id once both are zero-padded:
 # such an id never leaves the near bucket, however deep the tree goes.
 _NEVER = 1 << 62
+
+# closest_key() gives up on a bucket whose ids need a longer window than
+# this to tell apart: its key space (2 ** bits) would be too large to memoise.
+_MAX_WINDOW = 14
+# closest_key()'s "no window computed for this bucket yet".
+_UNKNOWN = (-1, -1)
 
 
 def distance(a: bytes, b: bytes) -> int:
@@ -108,6 +115,7 @@ class KBucket(Generic[C]):
     """
 
     __slots__ = (
+        "_by_int",
         "_counts",
         "_far",
         "_group_limits",
@@ -118,7 +126,9 @@ class KBucket(Generic[C]):
         "_max_len",
         "_near",
         "_where",
+        "_windows",
         "arbiter",
+        "changes",
         "group",
         "k",
         "local_id",
@@ -138,6 +148,10 @@ class KBucket(Generic[C]):
     """How many contacts ``on_ping`` gets."""
     group: Callable[[C], Sequence[Hashable] | None] | None
     """The diversity groups of a contact (None: no diversity rule)."""
+    changes: int
+    """Counts the changes that can alter a :meth:`closest` answer (a contact
+    stored, removed, or replaced by another object for its id; a split):
+    equal counts mean equal answers, the contract of :meth:`closest_key`."""
 
     def __init__(
         self,
@@ -198,6 +212,17 @@ class KBucket(Generic[C]):
         # Longest id ever seen (local id included): past 8 * this many bits
         # every id reads as zeros, so splitting further cannot separate any.
         self._max_len = len(local_id)
+        # closest()'s candidates, per bucket (by identity) that it has
+        # visited: int(id) -> contact, so a call sorts ints with a C-level
+        # key (``t.__xor__``) instead of converting every id again. Kept
+        # exact on every change; only while all stored ids have one length
+        # (two lengths may give one int), dropped when a second appears.
+        self._by_int: dict[int, dict[int, C]] = {}
+        # closest_key()'s windows, per bucket (by identity): (shift, mask)
+        # of the fewest bits below the bucket's common prefix that still
+        # tell its ids apart. Dropped when the bucket's ids change.
+        self._windows: dict[int, tuple[int, int] | None] = {}
+        self.changes = 0
 
     def __repr__(self) -> str:
         return (
@@ -286,6 +311,12 @@ class KBucket(Generic[C]):
                     raise ArgumentError("arbiter returned a contact with a different id")
             del bucket[cid]
             bucket[cid] = selection
+            if selection is not incumbent:
+                self.changes += 1
+                if self._by_int:
+                    cache = self._by_int.get(id(bucket))
+                    if cache is not None:
+                        cache[int.from_bytes(cid, "big")] = selection
             if self.on_updated is not None:
                 self.on_updated(incumbent, selection)
             return
@@ -324,7 +355,19 @@ class KBucket(Generic[C]):
                 self._group_of[cid] = groups
                 self._count(bucket, groups, 1)
             self._where[cid] = bucket
-            self._lengths[n] = self._lengths.get(n, 0) + 1
+            self.changes += 1
+            if self._windows:
+                self._windows.pop(id(bucket), None)
+            lengths = self._lengths
+            if n in lengths:
+                lengths[n] += 1
+                if self._by_int:
+                    cache = self._by_int.get(id(bucket))
+                    if cache is not None:
+                        cache[int.from_bytes(cid, "big")] = contact
+            else:
+                lengths[n] = 1
+                self._by_int.clear()
             if self.on_added is not None:
                 self.on_added(contact)
             return
@@ -361,6 +404,9 @@ class KBucket(Generic[C]):
         d = len(self._far)
         far: dict[bytes, C] = {}
         near = self._near
+        self.changes += 1
+        self._by_int.pop(id(near), None)
+        self._windows.pop(id(near), None)
         first_diff = self._first_diff
         where = self._where
         group_of = self._group_of
@@ -382,6 +428,13 @@ class KBucket(Generic[C]):
         if bucket is None:
             return None
         contact = bucket.pop(id)
+        self.changes += 1
+        if self._windows:
+            self._windows.pop(builtins.id(bucket), None)
+        if self._by_int:
+            cache = self._by_int.get(builtins.id(bucket))
+            if cache is not None:
+                del cache[int.from_bytes(id, "big")]
         groups = self._group_of.pop(id, None)
         if groups is not None:
             self._count(bucket, groups, -1)
@@ -452,15 +505,111 @@ class KBucket(Generic[C]):
         lengths = self._lengths
         tlen = len(target)
         if len(lengths) == 1 and tlen in lengths:
-            t = int.from_bytes(target, "big")
-            found: list[C] = []
-            for bucket in self._walk(target):
-                found.extend(bucket.values())
-                if len(found) >= n:
-                    break
-            if len(found) > 1:
-                found.sort(key=lambda c: int.from_bytes(c.id, "big") ^ t)
-            return found[:n]
+            return self._closest_same_length(target, n)
         everything = [c for bucket in self._walk(target) for c in bucket.values()]
         everything.sort(key=lambda c: distance(c.id, target))
         return everything[:n]
+
+    def _candidates(self, bucket: dict[bytes, C]) -> dict[int, C]:
+        """*bucket* as int(id) -> contact, cached (see ``_by_int``)."""
+        cache = self._by_int.get(id(bucket))
+        if cache is None:
+            from_bytes = int.from_bytes
+            cache = self._by_int[id(bucket)] = {from_bytes(i, "big"): c for i, c in bucket.items()}
+        return cache
+
+    def _closest_same_length(self, target: bytes, n: int) -> list[C]:
+        """closest() when every stored id is as long as *target* (and n >= 1).
+
+        The same contacts in the same order as sorting the buckets that
+        :meth:`_walk` yields until they hold *n* contacts (tristanls'
+        ``closest``): distinct ids of one length have distinct distances,
+        so the order is unique. The walk is inlined: most targets differ
+        from the local id early, and their first bucket holds enough.
+        """
+        t = int.from_bytes(target, "big")
+        _, bucket = self._lead(t, len(target))
+        if len(bucket) >= n:
+            cands = self._candidates(bucket)
+        else:
+            cands = {}
+            for bucket in self._walk(target):
+                cands.update(self._candidates(bucket))
+                if len(cands) >= n:
+                    break
+        keys = sorted(cands, key=t.__xor__)
+        if len(keys) > n:
+            del keys[n:]
+        return list(map(cands.__getitem__, keys))
+
+    def _lead(self, t: int, tlen: int) -> tuple[int, dict[bytes, C]]:
+        """The first bucket :meth:`_walk` visits for the target ``t`` (its
+        int, ``tlen`` bytes long), unless that bucket is an empty far bucket
+        (the walk skips those): the far bucket at the first bit where the
+        target leaves the local id's path, else the near bucket. Returns
+        (its index in ``_far``, -1 for the near bucket; the bucket)."""
+        far = self._far
+        local_len = self._local_len
+        if tlen == local_len:
+            x = t ^ self._local_int
+            width = tlen
+        else:
+            width = tlen if tlen > local_len else local_len
+            x = (t << (8 * (width - tlen))) ^ (self._local_int << (8 * (width - local_len)))
+        d = 8 * width - x.bit_length()
+        if x and d < len(far):
+            return d, far[d]
+        return -1, self._near
+
+    def _window(self, bucket: dict[bytes, C]) -> tuple[int, int] | None:
+        """(shift, mask) such that ``(id >> shift) & mask`` differs for every
+        two ids of *bucket*, and every id agrees above the window; None when
+        that takes more than ``_MAX_WINDOW`` bits. Cached per bucket."""
+        key = id(bucket)
+        if key in self._windows:
+            return self._windows[key]
+        ints = list(self._candidates(bucket))
+        first = ints[0]
+        diff = 0
+        for v in ints:
+            diff |= v ^ first
+        top = diff.bit_length()  # every id agrees on the bits from here up
+        bits = min(top, max(1, (len(ints) - 1).bit_length()))
+        while len({v >> (top - bits) for v in ints}) < len(ints):
+            bits += 1
+        window = None if bits > _MAX_WINDOW else (top - bits, (1 << bits) - 1)
+        self._windows[key] = window
+        return window
+
+    def closest_key(self, target: bytes, n: int) -> Hashable | None:
+        """A small key for ``closest(target, n)``, or None.
+
+        While :attr:`changes` stays the same, two targets with equal keys
+        get the same answer from :meth:`closest` (the same contacts in the
+        same order), so a caller may memoise what it derives from an answer
+        (e.g. its encoding) under the key. There is a key when every stored
+        id is as long as *target* and the target's first bucket alone holds
+        *n* contacts: the answer is then that bucket in the order of the
+        target's bits in the few positions that tell the bucket's ids apart
+        (see ``_window``), so a bucket of 20 has some 2**8 keys, not one per
+        target. None otherwise (ask :meth:`closest`); never raises.
+        """
+        lengths = self._lengths
+        if (
+            len(lengths) != 1
+            or type(target) is not bytes
+            or len(target) not in lengths
+            or type(n) is not int
+            or n < 1
+        ):
+            return None
+        t = int.from_bytes(target, "big")
+        index, bucket = self._lead(t, len(target))
+        if len(bucket) < n:
+            return None
+        window = self._windows.get(id(bucket), _UNKNOWN)
+        if window is _UNKNOWN:
+            window = self._window(bucket)
+        if window is None:
+            return None
+        return (index, n, (t >> window[0]) & window[1])

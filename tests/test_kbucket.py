@@ -301,6 +301,242 @@ def test_count_equals_added_minus_removed(
         assert {c.id for c in table} == stored
 
 
+# -- closest() against a model of the pre-cache algorithm --------------------
+
+
+def model_walk(node: TreeNode, target: bytes, i: int = 0) -> list[list[C]]:
+    """The buckets nearest-first for *target*: depth first, target's side first."""
+    if node.contacts is not None:
+        return [node.contacts]
+    assert node.left is not None and node.right is not None
+    first, second = (node.right, node.left) if bit(target, i) else (node.left, node.right)
+    return model_walk(first, target, i + 1) + model_walk(second, target, i + 1)
+
+
+def model_closest(model: Model, target: bytes, n: int | None) -> list[C]:
+    """tristanls' closest() as this module had it before the int caches: with
+    one id length (the target's) walk buckets until >= n contacts, sort those
+    by XOR, take n; otherwise sort everything by distance (stable, walk order)."""
+    buckets = model_walk(model.root, target)
+    everything = [c for b in buckets for c in b]
+    if n is None:
+        n = len(everything)
+    if n == 0 or not everything:
+        return []
+    if {len(c.id) for c in everything} == {len(target)}:
+        t = int.from_bytes(target, "big")
+        found: list[C] = []
+        for b in buckets:
+            found.extend(b)
+            if len(found) >= n:
+                break
+        found.sort(key=lambda c: int.from_bytes(c.id, "big") ^ t)
+        return found[:n]
+    everything.sort(key=lambda c: distance(c.id, target))
+    return everything[:n]
+
+
+def same_contacts(got: list[C], want: list[C]) -> bool:
+    return len(got) == len(want) and all(a is b for a, b in zip(got, want, strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    local=st.binary(min_size=2, max_size=2),
+    k=st.integers(1, 4),
+    keep_incumbent=st.booleans(),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["add", "add", "add", "remove", "closest", "closest"]),
+            # Mostly the local id's length; now and then another length,
+            # which turns the caches off until it is removed again.
+            st.one_of(
+                st.binary(min_size=2, max_size=2),
+                st.binary(min_size=2, max_size=2),
+                st.binary(min_size=2, max_size=2),
+                st.binary(min_size=0, max_size=3),
+            ),
+            st.sampled_from([None, 0, 1, 2, 3, 4, 5, 8, 100]),
+        ),
+        max_size=200,
+    ),
+)
+def test_closest_interleaved_with_changes_matches_model(
+    local: bytes,
+    k: int,
+    keep_incumbent: bool,
+    ops: list[tuple[str, bytes, int | None]],
+) -> None:
+    """closest() between every kind of change (new, refreshed with a new
+    object, removed, splits, a second id length coming and going) returns the
+    very contacts, in the same order, as the pre-cache algorithm."""
+    arbiter = (lambda incumbent, candidate: incumbent) if keep_incumbent else None
+    table, _ = make_table(local, k, arbiter=arbiter)
+    model = Model(local, k, 3, arbiter=arbiter)
+    for v, (op, id, n) in enumerate(ops):
+        if op == "add":
+            c = C(id, v)
+            table.add(c)
+            model.add(c)
+        elif op == "remove":
+            table.remove(id)
+            model.remove(id)
+        else:
+            assert same_contacts(table.closest(id, n), model_closest(model, id, n))
+        # The local id and a fixed-length target after every step keep the
+        # caches warm while the table changes under them.
+        for target in (local, id + bytes(2 - len(id)) if len(id) < 2 else id[:2]):
+            assert same_contacts(table.closest(target, 2), model_closest(model, target, 2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), k=st.sampled_from([1, 3, 20]))
+def test_closest_32_byte_ids_under_churn_matches_model(seed: int, k: int) -> None:
+    """A DHT-shaped table (32-byte ids spread over the buckets) under random
+    adds, refreshes and removes, queried all along, against the model."""
+    rng = random.Random(seed)
+    local = rng.randbytes(32)
+    table: KBucket[C] = KBucket(local, k=k)
+    model = Model(local, k, 3)
+    known: list[bytes] = []
+    for v in range(400):
+        r = rng.random()
+        if r < 0.5 or not known:
+            id = near_id(rng, local) if rng.random() < 0.8 else rng.randbytes(32)
+            known.append(id)
+        elif r < 0.7:
+            id = rng.choice(known)  # a refresh: a new object for a known id
+        else:
+            id = rng.choice(known)
+            table.remove(id)
+            model.remove(id)
+            continue
+        c = C(id, v)
+        table.add(c)
+        model.add(c)
+        if v % 7 == 0:
+            target = rng.choice([rng.randbytes(32), near_id(rng, local), local, id])
+            n = rng.choice([1, 20, 21, 50, None])
+            assert same_contacts(table.closest(target, n), model_closest(model, target, n))
+
+
+# -- closest_key(): equal keys, equal answers ----------------------------------
+
+
+def check_keys(table: KBucket[C], targets: list[bytes], n: int) -> int:
+    """Every two targets with one key get the same closest(); returns how
+    many targets had a key."""
+    first: dict[Any, list[C]] = {}
+    keyed = 0
+    for target in targets:
+        key = table.closest_key(target, n)
+        if key is None:
+            continue
+        keyed += 1
+        got = table.closest(target, n)
+        want = first.setdefault(key, got)
+        assert same_contacts(got, want), (key, target)
+    return keyed
+
+
+def window_neighbours(table: KBucket[C], rng: random.Random) -> list[bytes]:
+    """Hand-made targets: each contact's id, and ids one bit away from it
+    (in every position, so in and around every bucket's window)."""
+    out = []
+    for c in table.to_list()[:12]:
+        v = int.from_bytes(c.id, "big")
+        bits = 8 * len(c.id)
+        out.append(c.id)
+        for b in rng.sample(range(bits), min(bits, 24)):
+            out.append((v ^ (1 << b)).to_bytes(len(c.id), "big"))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32), k=st.sampled_from([1, 2, 3, 20]), n=st.sampled_from([1, 3, 20]))
+def test_closest_key_equal_keys_mean_equal_answers(seed: int, k: int, n: int) -> None:
+    rng = random.Random(seed)
+    local = rng.randbytes(32)
+    table: KBucket[C] = KBucket(local, k=k)
+    known: list[bytes] = []
+    keyed = 0
+    for step in range(300):
+        if known and rng.random() < 0.2:
+            table.remove(known.pop(rng.randrange(len(known))))
+        else:
+            id = near_id(rng, local) if rng.random() < 0.7 else rng.randbytes(32)
+            known.append(id)
+            table.add(C(id, step))
+        if step % 50 == 49:
+            targets = [rng.randbytes(32) for _ in range(300)]
+            targets += [local, bytes(32), b"\xff" * 32, *window_neighbours(table, rng)]
+            keyed += check_keys(table, targets, n)
+    if n <= k:
+        assert keyed > 0  # the keyed path ran
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    local=st.binary(min_size=1, max_size=2),
+    k=st.integers(1, 4),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["add", "add", "remove"]), st.binary(min_size=0, max_size=3)),
+        max_size=60,
+    ),
+    targets=st.lists(st.binary(min_size=0, max_size=3), max_size=30),
+    n=st.integers(-1, 6),
+)
+def test_closest_key_with_any_ids_and_arguments(
+    local: bytes, k: int, ops: list[tuple[str, bytes]], targets: list[bytes], n: int
+) -> None:
+    """Mixed lengths, empty ids, n <= 0: a key only where it is sound, no raise."""
+    table, _ = make_table(local, k)
+    for v, (op, id) in enumerate(ops):
+        if op == "add":
+            table.add(C(id, v))
+        else:
+            table.remove(id)
+        for target in targets:
+            key = table.closest_key(target, n)
+            if n < 1 or {len(c.id) for c in table} != {len(target)}:
+                assert key is None
+        check_keys(table, targets, n)
+    assert table.closest_key("ab", 1) is None  # type: ignore[arg-type]
+    assert table.closest_key(local, 1.0) is None  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    local=st.binary(min_size=2, max_size=2),
+    k=st.integers(1, 4),
+    keep_incumbent=st.booleans(),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["add", "add", "remove"]), st.binary(min_size=1, max_size=3)),
+        max_size=80,
+    ),
+)
+def test_changes_counts_every_change_of_an_answer(
+    local: bytes, k: int, keep_incumbent: bool, ops: list[tuple[str, bytes]]
+) -> None:
+    """If any closest() answer differs after an operation, ``changes`` moved."""
+    arbiter = (lambda incumbent, candidate: incumbent) if keep_incumbent else None
+    table, _ = make_table(local, k, arbiter=arbiter)
+    targets = [local, b"\x00\x00", b"\xff\xff", b"\x00", b"\x12\x34\x56"]
+
+    def answers() -> list[list[C]]:
+        return [table.closest(t, m) for t in targets for m in (1, 2, 5)]
+
+    for v, (op, id) in enumerate(ops):
+        before, count = answers(), table.changes
+        if op == "add":
+            table.add(C(id, v))
+        else:
+            table.remove(id)
+        after = answers()
+        if not all(same_contacts(a, b) for a, b in zip(before, after, strict=True)):
+            assert table.changes > count
+
+
 # -- examples ----------------------------------------------------------------
 
 

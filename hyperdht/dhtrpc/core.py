@@ -33,7 +33,7 @@ import operator
 import os
 import random
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +161,13 @@ _TOKEN_TAG = messages.response_field(4, bytes(32))[:2]
 _encoded_of = operator.attrgetter("encoded")
 _response_field = messages.response_field
 
+# Answers (encoded closest nodes) are memoised by KBucket.closest_key once
+# this many have been served without a table change: a busy node's table
+# rarely changes, a churning one's memo would only cost memory. At most
+# _ANSWERS_MAX are kept (about 0.8 kB each).
+_ANSWERS_AFTER = 256
+_ANSWERS_MAX = 4096
+
 
 def _routing_group(node: RoutingNode) -> tuple[int, int] | None:
     """The routing table's diversity groups of a contact (cached on it)."""
@@ -253,6 +260,11 @@ class DHTCore:
             group_limits=(MAX_PER_IP, MAX_PER_SUBNET),
             on_rejected=self._on_table_rejected,
         )
+        # _closest_encoded's memo, valid while table.changes equals
+        # _answers_changes (-1: an encoding changed, start over).
+        self._answers: dict[Hashable, bytes] = {}
+        self._answers_changes = -1
+        self._answers_calls = 0
         #: The third-party limits in force (see :mod:`hyperdht.dhtrpc.limits`).
         self.limits = limits
         #: Requests served per second per source host (None: unlimited).
@@ -925,6 +937,26 @@ class DHTCore:
         self.udp.respond(tid, messages.encode_response(res), addr)
 
     def _closest_encoded(self, target: bytes) -> bytes:
+        """The ``nodes`` field of an answer about ``target``: the encodings
+        of our K closest contacts, nearest first (memoised, see above)."""
+        table = self.table
+        if table.changes != self._answers_changes:
+            self._answers.clear()
+            self._answers_changes = table.changes
+            self._answers_calls = 0
+        elif self._answers_calls >= _ANSWERS_AFTER:
+            key = table.closest_key(target, K)
+            if key is not None:
+                answer = self._answers.get(key)
+                if answer is None:
+                    answer = self._encode_closest(target)
+                    if len(self._answers) < _ANSWERS_MAX:
+                        self._answers[key] = answer
+                return answer
+        self._answers_calls += 1
+        return self._encode_closest(target)
+
+    def _encode_closest(self, target: bytes) -> bytes:
         closest = self.table.closest(target, K)
         try:
             return b"".join(map(_encoded_of, closest))
@@ -990,6 +1022,7 @@ class DHTCore:
         else:
             if node.address != addr:
                 node.set_address(addr)
+                self._answers_changes = -1  # memoised answers hold its encoding
             node.token = token
             node.tick = self._tick
             seen.move_to_end(id)
