@@ -43,7 +43,7 @@ _ops = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(_ops)
 def test_event_queue_pops_in_heap_order(ops: list[tuple[str, float]]) -> None:
     queue = _EventQueue()
@@ -70,6 +70,18 @@ def test_event_queue_pops_in_heap_order(ops: list[tuple[str, float]]) -> None:
         assert queue.pop(math.inf) == heapq.heappop(heap)
     assert queue.pop(math.inf) is None
     assert len(queue) == 0
+
+
+def test_event_queue_negative_times_come_first() -> None:
+    # int() rounds a tiny negative time's slot towards 0; the queue must not.
+    queue = _EventQueue()
+    tiny = (-2.2e-309, 1, _noop, ())
+    queue.push(tiny)
+    assert queue.pop(-2.2e-309) == tiny
+    late, early = (0.5, 2, _noop, ()), (-1.0, 3, _noop, ())
+    queue.push(late)
+    queue.push(early)
+    assert [queue.pop(1.0), queue.pop(1.0), queue.pop(1.0)] == [early, late, None]
 
 
 def test_event_queue_ties_run_in_scheduling_order() -> None:

@@ -194,7 +194,10 @@ class _EventQueue:
     def push(self, entry: _Entry) -> None:
         """Add ``entry`` (its ``seq`` must be greater than every other's)."""
         when = entry[0]
-        key = int(when * _BUCKETS_PER_SECOND) if when < _LAST_TIME else _LAST_KEY
+        if when >= 0.0:
+            key = int(when * _BUCKETS_PER_SECOND) if when < _LAST_TIME else _LAST_KEY
+        else:  # before the clock's start (int() would round towards 0)
+            key = -1
         self._len += 1
         if key <= self._key:
             insort(self._cur, entry, self._i)
