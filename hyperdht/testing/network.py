@@ -451,16 +451,18 @@ class Network:
         """Whether the event loop runs with the cyclic garbage collector
         off (``Network(pause_gc=True)``; it may be changed at any time).
 
-        A simulation of thousands of nodes holds millions of objects, and
-        each full collection (:func:`gc.collect`, run automatically every
-        time the objects that survived earlier collections grew by a
-        quarter) walks all of them: at 10,000 nodes that is a fifth or more of
-        the run's CPU time, and more per event the larger the network.
-        The protocol's objects are freed by reference counting, cycles
-        or not; paused, the cycles made while the loop runs are collected
-        by the first automatic collection after it returns. The switch
-        is :func:`gc.disable` / :func:`gc.enable`, process-wide, so other
-        threads run without automatic collections meanwhile too; a
+        A simulation of thousands of nodes holds millions of objects. The
+        collector walks the young ones every few hundred allocations and
+        all of them every time the survivors grew by a quarter, and each
+        walk costs more per object the larger the heap (fewer of them are
+        in the CPU's caches): while 1,000 nodes bootstrap it takes about a
+        tenth of the CPU time, at 3,000 a fifth, and more beyond. What a
+        bootstrap, a lookup or an announce allocates is freed by reference
+        counting (it makes no reference cycles), so pausing changes when
+        memory is freed only for cycles: those made while the loop runs
+        are found by the first automatic collection after it returns. The
+        switch is :func:`gc.disable` / :func:`gc.enable`, process-wide, so
+        other threads run without automatic collections meanwhile too; a
         collector that was already off stays off."""
         return self._pause_gc
 
