@@ -6,7 +6,10 @@ few lookups from random nodes are checked against a brute-force search over
 every id. Prints the wall time, the virtual time, the simulator's event and
 datagram counts and the routing-table sizes.
 
-Run: ``python benchmarks/bench_sim_bootstrap.py [--nodes N] [--seed S] [--quick]``.
+``--pause-gc`` runs it with ``Network(pause_gc=True)`` (no cyclic garbage
+collection while the simulator's loop runs).
+
+Run: ``python benchmarks/bench_sim_bootstrap.py [--nodes N] [--seed S] [--pause-gc] [--quick]``.
 
 How the cost grows with the network (1,000 against 10,000 nodes in one
 run, plus announces and lookups on the large one): ``bench_sim_scale.py``.
@@ -26,9 +29,9 @@ from hyperdht.testing import Network
 BOOT = ("198.18.0.1", 49737)
 
 
-def run(nodes: int, seed: int, lookups: int) -> bool:
+def run(nodes: int, seed: int, lookups: int, pause_gc: bool = False) -> bool:
     rng = random.Random(seed)
-    net = Network(seed=seed, latency=0.01, jitter=0.005)
+    net = Network(seed=seed, latency=0.01, jitter=0.005, pause_gc=pause_gc)
     t0 = time.perf_counter()
     boot = DHT(backend=net.host(BOOT[0]), port=BOOT[1], ephemeral=True)
     dhts = [DHT(id=rng.randbytes(32), backend=net.host(), bootstrap=[BOOT]) for _ in range(nodes)]
@@ -78,11 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="simulator and id seed (1)")
     parser.add_argument("--lookups", type=int, default=10, help="lookups to check (10)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 100 nodes")
+    parser.add_argument(
+        "--pause-gc", action="store_true", help="Network(pause_gc=True): no cyclic GC in the loop"
+    )
     args = parser.parse_args(argv)
     nodes = 100 if args.quick else args.nodes
     if nodes < 1:
         parser.error("--nodes must be at least 1")
-    return 0 if run(nodes, args.seed, args.lookups) else 1
+    return 0 if run(nodes, args.seed, args.lookups, args.pause_gc) else 1
 
 
 if __name__ == "__main__":

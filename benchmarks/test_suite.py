@@ -148,3 +148,21 @@ def test_sim_scale_runs_and_finds_every_key(tmp_path: Path) -> None:
     assert result["small"]["nodes"] == 20 and result["large"]["nodes"] == 40
     assert result["lookups"]["found"] == 3
     assert result["large"]["events"] > result["small"]["events"] > 0
+
+
+def test_sim_scale_pause_gc_runs_the_same_events(tmp_path: Path) -> None:
+    """``--pause-gc`` changes when the collector runs, not what happens:
+    the same events and datagrams as without it."""
+    scale = load("bench_sim_scale")
+    results = []
+    for flag in ([], ["--pause-gc"]):
+        out = tmp_path / f"scale{len(flag)}.json"
+        argv = ["--small", "20", "--large", "40", "--keys", "3", "--json", str(out), *flag]
+        assert scale.main(argv) == 0
+        results.append(json.loads(out.read_text()))
+    plain, paused = results
+    assert paused["pause_gc"] and not plain["pause_gc"]
+    for size in ("small", "large"):
+        assert paused[size]["events"] == plain[size]["events"]
+        assert paused[size]["datagrams"] == plain[size]["datagrams"]
+    assert paused["lookups"]["found"] == plain["lookups"]["found"] == 3

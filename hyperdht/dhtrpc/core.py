@@ -643,7 +643,9 @@ class DHTCore:
         """Look up our own id to fill the routing table, at ``now`` (a
         background-friendly query: it uses a lower concurrency while other
         queries run)."""
-        q = Query(self, "_find_node", self.id, None)
+        # map=None-returning: nobody reads a bootstrap's responses, and a
+        # node keeps its first bootstrap query (for ready()) for good.
+        q = Query(self, "_find_node", self.id, None, map=lambda _: None)
         if not self.bootstrap_nodes and not len(self.table):
             self.bootstrapped = True
             q.finish(None)
