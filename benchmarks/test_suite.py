@@ -148,3 +148,28 @@ def test_sim_scale_runs_and_finds_every_key(tmp_path: Path) -> None:
     assert result["small"]["nodes"] == 20 and result["large"]["nodes"] == 40
     assert result["lookups"]["found"] == 3
     assert result["large"]["events"] > result["small"]["events"] > 0
+
+
+@pytest.mark.parametrize("backend", ["gevent", "gevent-private", "thread-private"])
+def test_swarm_runs_on_every_backend_and_finds_the_keys(backend: str) -> None:
+    pytest.importorskip("gevent")
+    import subprocess
+
+    opts = {"backend": backend, "nodes": 8, "announces": 2, "lookups": 2, "batch": 4}
+    out = subprocess.run(
+        [sys.executable, str(HERE / "swarm.py"), json.dumps(opts)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["impl"] == backend
+    assert result["bootstrapped"] == 8
+    assert result["lookup_found"] == 2
+
+
+def test_swarm_targets_reject_an_unknown_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)  # reach the option check without Node.js too
+    with pytest.raises(SystemExit, match="--swarm-targets: unknown nope"):
+        suite.main(["--only", "swarm", "--swarm-targets", "thread,nope", "--rounds", "1"])
