@@ -32,7 +32,8 @@ A caller-supplied ``socket=``:
   ``recvfrom`` is called whenever its descriptor is readable, so anything
   the wrapper filters stays filtered; its timeout is restored on
   ``close()``;
-* anything else is used as is and must itself cooperate with gevent.
+* anything else is used as is and must itself cooperate with gevent; it
+  runs on private greenlets, since the hub cannot watch it.
 
 The caller's socket is never closed.
 """
