@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import itertools
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -297,6 +298,16 @@ def test_private_greenlets_stay_available() -> None:
     assert {f"hyperdht-recv-{port}", f"hyperdht-timer-{port}"} <= set(live_greenlets())
     driver.close()
     assert live_greenlets(f"hyperdht-recv-{port}") == []
+
+
+def test_each_thread_has_a_default_hub_of_its_own() -> None:
+    # gevent runs one hub (one loop) per OS thread: so does the gevent hub.
+    seen: list[GeventHub] = []
+    thread = threading.Thread(target=lambda: seen.append(default_hub()), daemon=True)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert seen and seen[0] is not default_hub()
+    assert default_hub() is default_hub()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
