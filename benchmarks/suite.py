@@ -49,6 +49,9 @@ SERVE_TARGETS = ("reference", "thread", "gevent", "echo", "protobuf")
 #: receiver and timer threads instead of the process's shared hub.
 EXTRA_SERVE_TARGETS = ("thread-private",)
 SWARM_IMPLS = ("reference", "thread", "gevent")
+#: Also accepted by ``--swarm-targets``: every node on private threads
+#: (greenlets) instead of the process's shared hub.
+EXTRA_SWARM_IMPLS = ("thread-private", "gevent-private")
 COMMANDS = ("_ping", "_find_node")
 #: Contacts seeded into each server's routing table: 4 buckets of k = 20.
 SEED_BUCKETS = 4
@@ -536,6 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-seconds", type=float, help="loadgen window per command (4)")
     p.add_argument("--warmup", type=float, help="loadgen warm-up before the window (0.5)")
     p.add_argument("--inflight", type=int, default=64, help="requests in flight (64)")
+    p.add_argument(
+        "--swarm-targets",
+        help=(
+            "swarm columns, comma-separated (default: "
+            + ",".join(SWARM_IMPLS)
+            + "; also: "
+            + ",".join(EXTRA_SWARM_IMPLS)
+            + ")"
+        ),
+    )
     p.add_argument("--sizes", help="swarm sizes, comma-separated (100,1000)")
     p.add_argument("--announces", type=int, help="announces per swarm (50)")
     p.add_argument("--lookups", type=int, help="sequential lookups per swarm (50)")
@@ -664,7 +677,11 @@ def run(args: argparse.Namespace) -> int:
         results["serve"] = {"rounds": raw, "summary": serve_summary}
 
     if args.only in (None, "swarm"):
-        impls = [i for i in SWARM_IMPLS if i != REFERENCE or modules]
+        chosen = args.swarm_targets.split(",") if args.swarm_targets else list(SWARM_IMPLS)
+        unknown = [t for t in chosen if t not in SWARM_IMPLS + EXTRA_SWARM_IMPLS]
+        if unknown:
+            raise SystemExit(f"--swarm-targets: unknown {', '.join(unknown)}")
+        impls = [i for i in chosen if i != REFERENCE or modules]
         for size in sizes:
             sraw: dict[str, list[dict[str, Any] | None]] = {i: [] for i in impls}
             for r in range(args.rounds):

@@ -166,3 +166,28 @@ def test_sim_scale_pause_gc_runs_the_same_events(tmp_path: Path) -> None:
         assert paused[size]["events"] == plain[size]["events"]
         assert paused[size]["datagrams"] == plain[size]["datagrams"]
     assert paused["lookups"]["found"] == plain["lookups"]["found"] == 3
+
+
+@pytest.mark.parametrize("backend", ["gevent", "gevent-private", "thread-private"])
+def test_swarm_runs_on_every_backend_and_finds_the_keys(backend: str) -> None:
+    pytest.importorskip("gevent")
+    import subprocess
+
+    opts = {"backend": backend, "nodes": 8, "announces": 2, "lookups": 2, "batch": 4}
+    out = subprocess.run(
+        [sys.executable, str(HERE / "swarm.py"), json.dumps(opts)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["impl"] == backend
+    assert result["bootstrapped"] == 8
+    assert result["lookup_found"] == 2
+
+
+def test_swarm_targets_reject_an_unknown_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)  # reach the option check without Node.js too
+    with pytest.raises(SystemExit, match="--swarm-targets: unknown nope"):
+        suite.main(["--only", "swarm", "--swarm-targets", "thread,nope", "--rounds", "1"])

@@ -70,6 +70,7 @@ hyperdht_api_modules = [
     "hyperdht.drivers.thread",
     "hyperdht.drivers.hub",
     "hyperdht.drivers.gevent",
+    "hyperdht.drivers.gevent_hub",
     "hyperdht.drivers.asyncio",
     "hyperdht.aio",
     "hyperdht.aio.node",

@@ -42,14 +42,24 @@ OVERSIZED = b"x" * 70000  # larger than any UDP datagram: sendto fails (EMSGSIZE
 
 needs_gevent = pytest.mark.skipif(gevent is None, reason="gevent is not installed")
 #: "thread" runs on the shared hub thread; "thread-private" is the thread
-#: driver with ``hub=False`` (a receiver and a timer thread of its own).
-KINDS = ["thread", "thread-private", pytest.param("gevent", marks=needs_gevent)]
+#: driver with ``hub=False`` (a receiver and a timer thread of its own);
+#: likewise "gevent" (the shared gevent hub) and "gevent-private".
+KINDS = [
+    "thread",
+    "thread-private",
+    pytest.param("gevent", marks=needs_gevent),
+    pytest.param("gevent-private", marks=needs_gevent),
+]
 
 
 def new_driver(kind: str, **kwargs: Any) -> Driver:
-    """``create_driver(kind, ...)``, or a private-threads ThreadDriver."""
+    """``create_driver(kind, ...)``, or a driver with private threads or greenlets."""
     if kind == "thread-private":
         return ThreadDriver(hub=False, **kwargs)
+    if kind == "gevent-private":
+        from hyperdht.drivers.gevent import GeventDriver
+
+        return GeventDriver(hub=False, **kwargs)
     return create_driver(kind, **kwargs)
 
 
@@ -103,11 +113,18 @@ class EchoEndpoint(ToyEndpoint):
 
     driver: Driver | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: Resolved once b"close" closed the driver (on a hub no task of
+        #: the driver's own is left to join).
+        self.closed_itself: Future[None] = Future()
+
     def on_datagram(self, data: bytes, addr: Any) -> None:
         if data == b"boom":
             raise RuntimeError("boom")
         if data == b"close" and self.driver is not None:
             self.driver.close()
+            self.closed_itself.set_result(None)
             return
         self.send(data, addr)
 
@@ -203,7 +220,7 @@ def join_tasks(port: int) -> None:
 def in_background(kind: str, fn: Callable[[], Any]) -> Callable[[], Any]:
     """Run ``fn`` in a thread (or greenlet); return a function that joins
     it (TIMEOUT) and returns its result."""
-    if kind == "gevent":
+    if kind.startswith("gevent"):
         glet = gevent.spawn(fn)
 
         def join_greenlet() -> Any:
@@ -489,7 +506,7 @@ def test_close_stops_everything_fast(kind: str, make_driver: Callable[..., Drive
     client.spawn(ran.set)
     assert ran.wait(TIMEOUT)
     ports = [server.address[1], client.address[1]]
-    if kind != "thread":  # on the hub, a driver has no receiver/timer of its own
+    if kind.endswith("-private"):  # on a hub, a driver has no receiver/timer of its own
         assert all(live_tasks(port) for port in ports)
 
     for driver in (server, client):
@@ -513,12 +530,14 @@ def test_close_without_start(kind: str) -> None:
 
 
 def test_close_from_the_receiver(make_driver: Callable[..., Driver]) -> None:
-    server = make_driver(EchoEndpoint())
+    server_ep = EchoEndpoint()
+    server = make_driver(server_ep)
     client_ep = ToyEndpoint()
     client = make_driver(client_ep)
     round_trip(client, client_ep, server.address)
     with client.locked():
         client_ep.send(b"close", server.address)
+    assert client.wait(server_ep.closed_itself, TIMEOUT)
     port = server.address[1]
     join_tasks(port)
     assert live_tasks(port) == []
@@ -603,7 +622,7 @@ class NoFileno:
 def test_caller_socket_without_fileno(kind: str, make_driver: Callable[..., Driver]) -> None:
     server = make_driver(EchoEndpoint())
     # Under gevent such an object must cooperate: wrap a gevent socket.
-    module = gevent.socket if kind == "gevent" else socket
+    module = gevent.socket if kind.startswith("gevent") else socket
     with module.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
         raw.bind(("127.0.0.1", 0))
         like = NoFileno(raw)

@@ -9,8 +9,9 @@ too, such as a host of :class:`hyperdht.testing.Network`.
 The modules: :mod:`~hyperdht.drivers.base` (the contract: transport and
 waiting), :mod:`~hyperdht.drivers.socket` (what the socket drivers share),
 :mod:`~hyperdht.drivers.thread` (with :mod:`~hyperdht.drivers.hub`, the
-I/O thread its drivers share), :mod:`~hyperdht.drivers.gevent` and
-:mod:`~hyperdht.drivers.asyncio`.
+I/O thread its drivers share), :mod:`~hyperdht.drivers.gevent` (with
+:mod:`~hyperdht.drivers.gevent_hub`, the worker greenlet its drivers share)
+and :mod:`~hyperdht.drivers.asyncio`.
 """
 
 from __future__ import annotations
