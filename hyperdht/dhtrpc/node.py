@@ -180,10 +180,7 @@ class DHT:
         self._driver.start(self._core)
         if boot or restored:
             with self._driver.locked():
-                self._ready = ready = self._core.bootstrap(now=self._driver.now())
-                # Nobody reads this query's results: drop each as it comes
-                # (some 30 responses, ~10 KB a node, were kept for life).
-                ready.on_change = ready.results.clear
+                self._ready = self._core.bootstrap(now=self._driver.now())
                 pong = self._core.first_pong
                 if pong is not None:
                     # Measure the opener TTL as soon as we know our public
