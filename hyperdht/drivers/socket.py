@@ -493,3 +493,78 @@ class SocketDriver(SocketEndpointDriver):
         except Exception:
             if not self._closing:
                 log.exception("timer of %s stopped", self._address)
+
+    # -- what a hub calls (thread.Hub on its thread, GeventHub on its worker) --
+    #
+    # A subclass that runs on a hub sets these: the hub, its registration
+    # (None until registered), the socket to read (``_hub_sock``), and the
+    # deadline ``handle_timer`` last raised for, with when.
+    _hub: Any = None
+    _member: Any = None
+    _hub_sock: Any = None
+    _failed_deadline: float | None = None
+    _failed_at: float = 0.0
+
+    def _hub_readable(self) -> None:
+        """What a hub calls when the socket is readable: up to
+        :data:`RECV_BATCH` datagrams under the lock, one flush."""
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        receive = endpoint.receive_datagram
+        sock = self._hub_sock
+        recvfrom = sock.recvfrom
+        make_address = Address
+        with self.lock:
+            if self._closing:
+                return
+            now = self.now()
+            for received in range(RECV_BATCH):
+                try:
+                    data, addr = recvfrom(RECV_BUFSIZE)
+                except (BlockingIOError, InterruptedError):
+                    if not received:
+                        # Readable with nothing to read: a queued ICMP
+                        # report (IP_RECVERR), which would keep the
+                        # selector or watcher waking us forever.
+                        drain_error_queue(sock)
+                    break  # nothing more queued (or a spurious readiness)
+                except ConnectionError:
+                    continue  # an ICMP error reported on the socket
+                except OSError:
+                    if not self._closing:
+                        log.exception("receiving on %s failed", self._address)
+                    break
+                try:
+                    receive(data, make_address(addr[0], addr[1]), now)
+                except Exception:
+                    self._endpoint_error("receive_datagram")
+            self._safe_flush()
+
+    def _hub_timer(self) -> None:
+        """What a hub calls at the armed deadline: ``handle_timer`` if it
+        is due (re-arm otherwise; back off after it raised), one flush."""
+        endpoint = self._endpoint
+        hub = self._hub
+        member = self._member
+        if endpoint is None or hub is None or member is None:
+            return
+        with self.lock:
+            deadline = self._deadline
+            if self._closing or deadline is None:
+                return
+            now = self.now()
+            if now < deadline:
+                hub.arm(member, deadline)
+                return
+            if deadline == self._failed_deadline and now < self._failed_at + TIMER_ERROR_BACKOFF:
+                # handle_timer raised for this very deadline: back off.
+                hub.arm(member, self._failed_at + TIMER_ERROR_BACKOFF)
+                return
+            self._failed_deadline = None
+            try:
+                endpoint.handle_timer(now)
+            except Exception:
+                self._endpoint_error("handle_timer")
+                self._failed_deadline, self._failed_at = deadline, now
+            self._safe_flush()

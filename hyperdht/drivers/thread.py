@@ -48,13 +48,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ArgumentError, ArgumentTypeError
-from ..ipencoding import Address
 from .base import Endpoint, SocketLike
 from .hub import Hub, Registration, default_hub
 from .socket import (
-    RECV_BATCH,
     RECV_BUFSIZE,
-    TIMER_ERROR_BACKOFF,
     NextDatagram,
     SocketDriver,
     bind_udp,
@@ -153,6 +150,7 @@ class ThreadDriver(SocketDriver):
             timeout = sock.gettimeout() if hasattr(sock, "gettimeout") else None
             self._restore_timeout = (sock, timeout) if hasattr(sock, "settimeout") else None
         sock.setblocking(False)
+        self._hub_sock = sock
         self._member = hub.register(sock, self._hub_readable, self._hub_timer)
 
     def _deadline_changed(self, old: float | None, deadline: float) -> None:
@@ -227,67 +225,6 @@ class ThreadDriver(SocketDriver):
                 initializer=self._mark_pool_thread,
             )
         self._pool.submit(self._run_spawned, fn, args)
-
-    # -- what the hub calls (on its thread) ---------------------------------------
-
-    def _hub_readable(self) -> None:
-        endpoint = self._endpoint
-        if endpoint is None:
-            return
-        receive = endpoint.receive_datagram
-        recvfrom = self._sock.recvfrom
-        make_address = Address
-        with self.lock:
-            if self._closing:
-                return
-            now = self.now()
-            for received in range(RECV_BATCH):
-                try:
-                    data, addr = recvfrom(RECV_BUFSIZE)
-                except (BlockingIOError, InterruptedError):
-                    if not received:
-                        # Readable with nothing to read: a queued ICMP
-                        # report (IP_RECVERR), which would keep the
-                        # selector waking us forever.
-                        drain_error_queue(self._sock)
-                    break  # nothing more queued (or a spurious readiness)
-                except ConnectionError:
-                    continue  # an ICMP error reported on the socket
-                except OSError:
-                    if not self._closing:
-                        log.exception("receiving on %s failed", self._address)
-                    break
-                try:
-                    receive(data, make_address(addr[0], addr[1]), now)
-                except Exception:
-                    self._endpoint_error("receive_datagram")
-            self._safe_flush()
-
-    def _hub_timer(self) -> None:
-        endpoint = self._endpoint
-        hub = self._hub
-        member = self._member
-        if endpoint is None or hub is None or member is None:
-            return
-        with self.lock:
-            deadline = self._deadline
-            if self._closing or deadline is None:
-                return
-            now = self.now()
-            if now < deadline:
-                hub.arm(member, deadline)
-                return
-            if deadline == self._failed_deadline and now < self._failed_at + TIMER_ERROR_BACKOFF:
-                # handle_timer raised for this very deadline: back off.
-                hub.arm(member, self._failed_at + TIMER_ERROR_BACKOFF)
-                return
-            self._failed_deadline = None
-            try:
-                endpoint.handle_timer(now)
-            except Exception:
-                self._endpoint_error("handle_timer")
-                self._failed_deadline, self._failed_at = deadline, now
-            self._safe_flush()
 
     def _wake_receiver(self) -> None:
         # Under the lock: the receiver closes this pair, also under it.
