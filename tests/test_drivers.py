@@ -262,6 +262,7 @@ def test_round_trip(make_driver: Callable[..., Driver]) -> None:
     sender = round_trip(client, client_ep, server.address)
     assert sender == server.address
     assert sender.host == "127.0.0.1"
+    assert type(sender) is type(server.address)
     for i in range(20):
         round_trip(client, client_ep, server.address, b"n%d" % i)
 
@@ -274,6 +275,21 @@ def test_round_trip_ipv6(make_driver: Callable[..., Driver]) -> None:
     assert tuple(server.address) == ("::1", server.address[1])
     sender = round_trip(client, client_ep, server.address)
     assert tuple(sender) == ("::1", server.address[1])  # (host, port), not the 4-tuple
+
+
+def test_received_address_is_an_address_pair() -> None:
+    from hyperdht.drivers.socket import received_address
+    from hyperdht.ipencoding import Address
+
+    for raw, want in [
+        (("127.0.0.1", 4000), ("127.0.0.1", 4000)),
+        (("::1", 5000, 0, 0), ("::1", 5000)),
+        (("fe80::1", 6000, 0, 2), ("fe80::1", 6000)),
+    ]:
+        got = received_address(raw)
+        assert type(got) is Address
+        assert (got.host, got.port) == want == tuple(got)
+        assert hash(got) == hash(Address(*want))
 
 
 def test_per_datagram_ttl_is_applied_then_restored(make_driver: Callable[..., Driver]) -> None:

@@ -1,8 +1,10 @@
 """The serve path's short cuts behave exactly like the general path.
 
 ``DHTCore._on_request`` recognises the pings real peers send byte for byte
-(``command`` "_ping", then a 32-byte ``id`` or nothing) and skips decoding;
-``_serve_ping`` writes the answer's address field without the codec. Each
+(``command`` "_ping", then a 32-byte ``id`` or nothing) and the
+``_find_node`` requests (``command``, a 32-byte ``id`` or none, a 32-byte
+``target``) and skips decoding; ``_serve_ping`` writes the answer's address
+field without the codec. Each
 test runs two cores with the same seed on the same input, one with the
 short cut disabled (its byte patterns patched so nothing matches), and
 compares everything observable: datagrams sent, stats, the routing table.
@@ -25,6 +27,11 @@ from hyperdht.ipencoding import Address
 PEER = Address("127.0.0.1", 40000)
 PING = messages.encode_request(messages.RpcRequest("_ping"))
 PING_ID = messages.encode_request(messages.RpcRequest("_ping", id=bytes(range(32))))
+TARGET = bytes(range(100, 132))
+FIND = messages.encode_request(messages.RpcRequest("_find_node", target=TARGET))
+FIND_ID = messages.encode_request(
+    messages.RpcRequest("_find_node", id=bytes(range(1, 33)), target=TARGET)
+)
 
 
 def make_core(ipv6: bool = False) -> DHTCore:
@@ -52,6 +59,8 @@ def general_path(monkeypatch: pytest.MonkeyPatch, payloads: list[bytes], addr: A
     with monkeypatch.context() as m:
         m.setattr(core_module, "_PING_WITH_ID", b"\xff" * len(core_module._PING_WITH_ID))
         m.setattr(core_module, "_PING_EPHEMERAL", b"\xff")
+        m.setattr(core_module, "_FIND_WITH_ID", b"\xff" * len(core_module._FIND_WITH_ID))
+        m.setattr(core_module, "_FIND_EPHEMERAL", b"\xff" * len(core_module._FIND_EPHEMERAL))
         core = make_core(":" in addr.host)
         m.setattr(core, "_pack_host", _refuse)
         return observe(core, payloads, addr)
@@ -140,3 +149,72 @@ def test_ping_answer_decodes_to_id_address_and_token() -> None:
     core.receive_datagram(b"\x80\x06" + PING_ID, PEER, 2.0)
     [(data, _, _)] = core.datagrams_to_send()
     assert messages.decode_response(data[2:]).roundtrip_token == core.tokens.issue(PEER.host)
+
+
+def pinged_by(i: bytes) -> bytes:
+    """A ping from a full node with id ``i``: it enters the table."""
+    return messages.encode_request(messages.RpcRequest("_ping", id=i))
+
+
+FIND_PAYLOADS = st.one_of(
+    st.just(FIND),
+    st.just(FIND_ID),
+    mutations(FIND),
+    mutations(FIND_ID),
+    st.binary(min_size=32, max_size=32).map(pinged_by),
+    st.builds(
+        lambda c, i, t, fr, fs, tok, v: messages.encode_request(
+            messages.RpcRequest(c, i, t, fr, fs, tok, v)
+        ),
+        st.sampled_from(["_find_node", "_find_nodf", "_ping"]),
+        st.none() | st.binary(min_size=31, max_size=33),
+        st.none() | st.binary(min_size=31, max_size=33),
+        st.none() | st.just(b"\x7f\x00\x00\x01\x10\x00"),
+        st.none() | st.just(b"\x7f\x00\x00\x01\x10\x00"),
+        st.none() | st.binary(max_size=33),
+        st.none() | st.binary(max_size=8),
+    ),
+)
+
+
+@given(payloads=st.lists(FIND_PAYLOADS, min_size=1, max_size=8))
+@example(payloads=[pinged_by(bytes(range(5, 37))), FIND_ID, FIND, FIND_ID])
+@example(payloads=[FIND_ID[:-1], FIND_ID + b"\x00", FIND + b"\x2a\x00", FIND[:-1]])
+@example(payloads=[FIND_ID.replace(b"\x1a\x20", b"\x1a\x21")])
+@settings(max_examples=300, deadline=None)
+def test_fast_find_node_path_equals_general_path(payloads: list[bytes]) -> None:
+    mp = pytest.MonkeyPatch()
+    try:
+        assert observe(make_core(), payloads, PEER) == general_path(mp, payloads, PEER)
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("request_id", [None, bytes(range(1, 33))])
+@pytest.mark.parametrize("contacts", [0, 1, 3, 30])
+def test_find_node_answer_is_what_encode_response_writes(
+    request_id: bytes | None, contacts: int
+) -> None:
+    """Through the fast path, with 0 to K contacts (so 0-, 1- and 2-byte
+    field lengths): id, nodes nearest first, token, as the codec writes."""
+    core = make_core()
+    rng = random.Random(contacts)
+    for i in range(contacts):
+        core.receive_datagram(
+            b"\x80\x01" + pinged_by(rng.randbytes(32)), Address("10.0.0.2", 1000 + i), 0.5
+        )
+    core.datagrams_to_send()
+    request = messages.encode_request(
+        messages.RpcRequest("_find_node", id=request_id, target=TARGET)
+    )
+    core.receive_datagram(b"\x80\x07" + request, PEER, 1.0)
+    [(data, to, options)] = core.datagrams_to_send()
+    assert (data[:2], to, options) == (b"\x00\x07", PEER, None)
+    t = int.from_bytes(TARGET, "big")
+    nearest = sorted(core.table, key=lambda c: int.from_bytes(c.id, "big") ^ t)[:20]
+    nodes = b"".join(core.node_codec.encode(c.to_node()) for c in nearest)
+    assert data[2:] == messages.encode_response(
+        messages.RpcResponse(id=core.id, nodes=nodes, roundtrip_token=core.tokens.issue(PEER.host))
+    )
+    assert core._closest_encoded(TARGET) == nodes
+    assert len(nearest) == min(contacts + (request_id is not None), 20)

@@ -147,12 +147,26 @@ class _Queued:
     pending: PendingRequest | None = None
 
 
+#: The tags and lengths of a request's 32-byte ``id`` and ``target``.
+_ID_TAG = b"\x12\x20"
+_TARGET_TAG = b"\x1a\x20"
+
 #: A ping as dht-rpc encodes it: ``command`` "_ping" and, from a full
 #: node, its 32-byte ``id`` (tag, length, bytes; nothing else).
 _PING_EPHEMERAL = messages.encode_request(messages.RpcRequest("_ping"))
-_PING_WITH_ID = _PING_EPHEMERAL + b"\x12\x20"
+_PING_WITH_ID = _PING_EPHEMERAL + _ID_TAG
 _PING_WITH_ID_LEN = len(_PING_WITH_ID)
 _PING_WITH_ID_SIZE = _PING_WITH_ID_LEN + ID_LENGTH
+
+#: A ``_find_node`` as dht-rpc encodes it: ``command``, from a full node its
+#: 32-byte ``id``, then the 32-byte ``target`` (nothing else).
+_FIND_HEAD = messages.encode_request(messages.RpcRequest("_find_node"))
+_FIND_WITH_ID = _FIND_HEAD + _ID_TAG
+_FIND_ID_AT = len(_FIND_WITH_ID)  # where the id starts
+_FIND_TARGET_TAG_AT = _FIND_ID_AT + ID_LENGTH
+_FIND_WITH_ID_SIZE = _FIND_TARGET_TAG_AT + len(_TARGET_TAG) + ID_LENGTH
+_FIND_EPHEMERAL = _FIND_HEAD + _TARGET_TAG
+_FIND_EPHEMERAL_SIZE = len(_FIND_EPHEMERAL) + ID_LENGTH
 
 #: The tag and length of a response's 32-byte ``roundtripToken`` (a sha256).
 _TOKEN_TAG = messages.response_field(4, bytes(32))[:2]
@@ -167,6 +181,15 @@ _response_field = messages.response_field
 # _ANSWERS_MAX are kept (about 0.8 kB each).
 _ANSWERS_AFTER = 256
 _ANSWERS_MAX = 4096
+
+
+def _field_start(field: bytes) -> int:
+    """Where the value of a length-delimited protobuf field starts: after
+    its one-byte tag and its varint length."""
+    at = 1
+    while field[at] & 0x80:
+        at += 1
+    return at + 1
 
 
 def _routing_group(node: RoutingNode) -> tuple[int, int] | None:
@@ -814,6 +837,19 @@ class DHTCore:
         if payload == _PING_EPHEMERAL:
             self._serve_ping(tid, addr)
             return
+        # The same for the _find_node requests of lookups and bootstraps.
+        size = len(payload)
+        if (
+            size == _FIND_WITH_ID_SIZE
+            and payload.startswith(_FIND_WITH_ID)
+            and payload.startswith(_TARGET_TAG, _FIND_TARGET_TAG_AT)
+        ):
+            self._add_node(payload[_FIND_ID_AT:_FIND_TARGET_TAG_AT], addr, None, now)
+            self._serve_find_node(tid, payload[-ID_LENGTH:], addr)
+            return
+        if size == _FIND_EPHEMERAL_SIZE and payload.startswith(_FIND_EPHEMERAL):
+            self._serve_find_node(tid, payload[-ID_LENGTH:], addr)
+            return
         try:
             req = messages.decode_request(payload)
         except DecodeError:
@@ -861,15 +897,7 @@ class DHTCore:
             return
 
         if command == "_find_node":
-            if not self.closed:
-                self.stats.requests_served[command] += 1
-                self.udp.respond(
-                    tid,
-                    self._id_field
-                    + _response_field(2, self._closest_encoded(target))
-                    + _response_field(4, self.tokens.issue(addr.host)),
-                    addr,
-                )
+            self._serve_find_node(tid, target, addr)
             return
 
         is_update = token is not None
@@ -913,6 +941,26 @@ class DHTCore:
             tid, self._ping_head + peer + _TOKEN_TAG + self.tokens.issue(host), reply_to
         )
 
+    def _serve_find_node(self, tid: int, target: bytes, addr: Address) -> None:
+        """Answer a ``_find_node`` about a 32-byte ``target``: our id, our
+        closest contacts and a token, written as
+        :func:`~hyperdht.messages.encode_response` would write them."""
+        if self.closed:
+            return
+        self.stats.requests_served["_find_node"] += 1
+        self.udp.respond(
+            tid,
+            b"".join(
+                (
+                    self._id_field,
+                    self._closest_field(target),
+                    _TOKEN_TAG,
+                    self.tokens.issue(addr.host),
+                )
+            ),
+            addr,
+        )
+
     def _send_query_response(
         self, tid: int, addr: Address, target: bytes, value: Any, command: str = ""
     ) -> None:
@@ -939,8 +987,15 @@ class DHTCore:
         self.udp.respond(tid, messages.encode_response(res), addr)
 
     def _closest_encoded(self, target: bytes) -> bytes:
-        """The ``nodes`` field of an answer about ``target``: the encodings
-        of our K closest contacts, nearest first (memoised, see above)."""
+        """The ``nodes`` field's value in an answer about ``target``: the
+        encodings of our K closest contacts, nearest first."""
+        field = self._closest_field(target)
+        return field[_field_start(field) :]
+
+    def _closest_field(self, target: bytes) -> bytes:
+        """The whole ``nodes`` field (tag, length, value) of an answer about
+        ``target``, as :func:`~hyperdht.messages.response_field` writes it
+        (memoised, see ``_ANSWERS_AFTER``)."""
         table = self.table
         if table.changes != self._answers_changes:
             self._answers.clear()
@@ -949,14 +1004,14 @@ class DHTCore:
         elif self._answers_calls >= _ANSWERS_AFTER:
             key = table.closest_key(target, K)
             if key is not None:
-                answer = self._answers.get(key)
-                if answer is None:
-                    answer = self._encode_closest(target)
+                field = self._answers.get(key)
+                if field is None:
+                    field = _response_field(2, self._encode_closest(target))
                     if len(self._answers) < _ANSWERS_MAX:
-                        self._answers[key] = answer
-                return answer
+                        self._answers[key] = field
+                return field
         self._answers_calls += 1
-        return self._encode_closest(target)
+        return _response_field(2, self._encode_closest(target))
 
     def _encode_closest(self, target: bytes) -> bytes:
         closest = self.table.closest(target, K)

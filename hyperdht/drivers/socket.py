@@ -59,6 +59,7 @@ __all__ = [
     "SocketEndpointDriver",
     "bind_udp",
     "drain_error_queue",
+    "received_address",
     "send_datagrams",
     "send_with_ttl",
     "sockname_address",
@@ -89,6 +90,15 @@ SEND_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, OverflowError)
 #: re-check whether the driver is closing (a timeout, a spurious wake-up,
 #: an ICMP error).
 NextDatagram = Callable[[], "tuple[bytes, Any] | None"]
+
+
+def received_address(addr: Any, _new: Any = tuple.__new__) -> Address:
+    """The :class:`Address` of what ``recvfrom`` returned as the source:
+    the pair itself for IPv4, host and port of the 4-tuple for IPv6 (the
+    per-datagram hot path: no ``Address.__new__`` call for a pair)."""
+    if len(addr) == 2:
+        return _new(Address, addr)  # type: ignore[no-any-return]
+    return Address(addr[0], addr[1])
 
 
 def sockname_address(sockname: Any) -> Address:
@@ -419,7 +429,7 @@ class SocketDriver(SocketEndpointDriver):
     ) -> None:
         # Hot path: everything the loop touches per datagram is a local.
         receive = endpoint.receive_datagram
-        make_address = Address
+        make_address = received_address
         clock = self.now
         lock = self.lock
         batch = range(RECV_BATCH - 1) if drain is not None else ()
@@ -434,7 +444,7 @@ class SocketDriver(SocketEndpointDriver):
                         return
                     now = clock()
                     try:
-                        receive(data, make_address(addr[0], addr[1]), now)
+                        receive(data, make_address(addr), now)
                     except Exception:
                         self._endpoint_error("receive_datagram")
                     for _ in batch:
@@ -443,7 +453,7 @@ class SocketDriver(SocketEndpointDriver):
                         except OSError:  # BlockingIOError: nothing more queued
                             break
                         try:
-                            receive(data, make_address(addr[0], addr[1]), now)
+                            receive(data, make_address(addr), now)
                         except Exception:
                             self._endpoint_error("receive_datagram")
                     self._safe_flush()
@@ -514,7 +524,7 @@ class SocketDriver(SocketEndpointDriver):
         receive = endpoint.receive_datagram
         sock = self._hub_sock
         recvfrom = sock.recvfrom
-        make_address = Address
+        make_address = received_address
         with self.lock:
             if self._closing:
                 return
@@ -536,7 +546,7 @@ class SocketDriver(SocketEndpointDriver):
                         log.exception("receiving on %s failed", self._address)
                     break
                 try:
-                    receive(data, make_address(addr[0], addr[1]), now)
+                    receive(data, make_address(addr), now)
                 except Exception:
                     self._endpoint_error("receive_datagram")
             self._safe_flush()
