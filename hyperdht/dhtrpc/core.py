@@ -938,7 +938,7 @@ class DHTCore:
         else:
             peer = packed + port.to_bytes(2, "big")
         self.udp.respond(
-            tid, self._ping_head + peer + _TOKEN_TAG + self.tokens.issue(host), reply_to
+            tid, b"".join((self._ping_head, peer, _TOKEN_TAG, self.tokens.issue(host))), reply_to
         )
 
     def _serve_find_node(self, tid: int, target: bytes, addr: Address) -> None:
