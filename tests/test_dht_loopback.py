@@ -9,6 +9,7 @@ Nothing sleeps: waits are on events and futures with generous timeouts.
 from __future__ import annotations
 
 import gc
+import math
 import random
 import re
 import socket
@@ -127,20 +128,64 @@ def closest(nodes: list[DHT], target: bytes, exclude: DHT) -> set[bytes]:
     return set(sorted(others, key=lambda i: xor(i, target))[:20])
 
 
+def unreached(nodes: list[DHT], origin: DHT, target: bytes, found: set[bytes]) -> set[bytes]:
+    """What a lookup from ``origin`` that found ``found`` should have
+    reached but did not: the nodes that the origin's or a responder's
+    routing table lists among its 20 closest to ``target`` (what that node
+    answers a ``_find_node`` with) and that are closer than the farthest of
+    the 20 closest found (any of them, if it found fewer). A query ends
+    only once every such node answered, so on a network that lost nothing
+    this is empty, whatever the random ids made of the tables (see
+    :func:`assert_queries_reach_the_closest`)."""
+    by_id = {n.id: n for n in nodes}
+    distances = sorted(xor(i, target) for i in found)
+    cutoff = distances[19] if len(distances) >= 20 else math.inf
+    listed: set[bytes] = set()
+    for namer in [origin, *(by_id[i] for i in found)]:
+        table = sorted(namer.nodes(), key=lambda c: xor(c.id, target))[:20]
+        listed.update(c.id for c in table if xor(c.id, target) < cutoff)
+    return listed - found - {origin.id}
+
+
 def assert_queries_reach_the_closest(nodes: list[DHT], rounds: int, seed: int) -> None:
+    """``rounds`` seeded queries from random nodes of the swarm ``nodes``.
+
+    Each must reach what the swarm's routing tables lead it to (nothing
+    :func:`unreached`), at least 20 real nodes (or all the others) at their
+    real addresses, and most of the 20 closest to the target of all the
+    swarm.
+
+    Not *all* 20: Kademlia does not promise that. A node is found only if
+    some node near the target has it in its table, and a table learns only
+    from its own traffic; now and then (about one query in 4,000 on this
+    swarm) the 20th closest has never talked to any node nearer the target
+    and no lookup can find it. The test asserted all 20 before and failed
+    that way once in CI. What the drivers must get right is that a query
+    loses nothing: ``unreached`` is exact, ids or not.
+    """
     rng = random.Random(seed)
+    by_id = {n.id: n for n in nodes}
     for _ in range(rounds):
         target = rng.randbytes(32)
         origin = rng.choice(nodes)
         expected = closest(nodes, target, origin)
         for _attempt in range(3):
+            timeouts = sum(n.stats.timeouts for n in nodes)
             stream = origin.query("_find_node", target)
-            found = {r.node.id for r in collect_stream(stream)}
+            results = collect_stream(stream)
+            found = {r.node.id for r in results}
+            assert found <= by_id.keys() - {origin.id}
+            assert all(by_id[r.node.id].address == r.node.address for r in results)
+            assert len(found) >= min(20, len(nodes) - 1)
+            missed = unreached(nodes, origin, target, found)
             # The protocol has no retries: a datagram lost on a loaded
-            # machine (a timeout) may hide a node; nothing else may.
-            if expected <= found or not stream.warnings:
+            # machine (a timeout, here or in a node's own maintenance) may
+            # hide a node; nothing else may.
+            lost = stream.warnings or sum(n.stats.timeouts for n in nodes) > timeouts
+            if not missed or not lost:
                 break
-        assert expected <= found
+        assert missed == set()
+        assert len(expected - found) <= 5
 
 
 # -- a swarm on loopback ---------------------------------------------------------
@@ -172,12 +217,18 @@ def test_update_runs_the_handlers_of_the_closest(make: Callable[..., DHT]) -> No
     target = random.Random(2).randbytes(32)
     stream = nodes[3].update("put", target, b"v")
     results = collect_stream(stream)
-    expected = closest(nodes, target, nodes[3])
-    if stream.warnings:  # a datagram was lost (loaded machine): no exact count
-        assert set(stored) <= expected and len(set(stored)) == len(stored)
-    else:
-        assert sorted(stored) == sorted(expected)
+    committed = set(stored)
+    assert len(committed) == len(stored)  # one commit per node
+    assert committed <= {n.id for n in nodes} - {nodes[3].id}
+    assert {r.node.id for r in results} <= committed
+    if not stream.warnings:  # else a datagram was lost (loaded machine): no exact count
+        # The commit goes to the 20 closest the query reached: what the
+        # tables lead to (see assert_queries_reach_the_closest), most of
+        # the 20 closest of the swarm.
         assert [r.value for r in results] == [b"ok"] * 20
+        assert committed == {r.node.id for r in results}
+        assert unreached(nodes, nodes[3], target, committed) == set()
+        assert len(closest(nodes, target, nodes[3]) - committed) <= 5
 
 
 # -- close -----------------------------------------------------------------------

@@ -282,3 +282,51 @@ def test_spawn_runs_on_the_hub_pool_and_close_waits_for_it(hub: Hub) -> None:
     for driver in drivers[1:]:
         driver.close()
     assert not [t for t in threading.enumerate() if t.name.startswith(f"{hub.name}-spawn")]
+
+
+def test_timers_armed_from_many_threads_while_the_hub_pops_all_run_never_early(hub: Hub) -> None:
+    # The heap is shared between the threads that arm and the hub thread
+    # that pops: every member armed must run, and never before the earliest
+    # deadline it was given (re-arming earlier and later, from 8 threads).
+    import random
+    import socket
+
+    members = 40
+    fired: list[list[float]] = [[] for _ in range(members)]
+    armed: list[list[float]] = [[] for _ in range(members)]
+    ran = [threading.Event() for _ in range(members)]
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(members)]
+
+    def on_timer(i: int) -> None:
+        fired[i].append(time.monotonic())
+        ran[i].set()
+
+    regs = []
+    for i, sock in enumerate(socks):
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        regs.append(hub.register(sock, lambda: None, lambda i=i: on_timer(i)))
+    start = time.monotonic()
+
+    def arm_some(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(200):
+            i = rng.randrange(seed, members, 8)
+            deadline = start + rng.uniform(0.0, 0.3)
+            armed[i].append(deadline)  # before arm(): it may run at once
+            hub.arm(regs[i], deadline)
+
+    threads = [threading.Thread(target=arm_some, args=(seed,)) for seed in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert not any(t.is_alive() for t in threads)
+    for i in range(members):
+        assert ran[i].wait(TIMEOUT), f"member {i} armed {len(armed[i])} times never ran"
+        assert fired[i][0] >= min(armed[i])
+    assert hub.timer_entries <= 2 * members + HEAP_SLACK
+    for reg, sock in zip(regs, socks, strict=True):
+        hub.unregister(reg)
+        sock.close()
+    assert hub.timer_entries == 0

@@ -41,8 +41,6 @@ process that created it (a child after ``fork`` gets a fresh one).
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import math
 import os
@@ -55,13 +53,11 @@ from typing import Any
 import gevent
 import gevent.hub
 
+from .hub import HEAP_SLACK, TimerHeap
+
 __all__ = ["HEAP_SLACK", "MAX_WAIT", "GeventHub", "Registration", "default_hub"]
 
 log = logging.getLogger(__name__)
-
-#: Stale heap entries tolerated beyond twice the live ones before the heap
-#: is compacted.
-HEAP_SLACK = 64
 
 #: Longest single sleep of the worker: a far deadline just costs a re-check.
 MAX_WAIT = 3600.0
@@ -130,9 +126,7 @@ class GeventHub:
         self._greenlet: Any = None
         self._members = 0
         self._ready: deque[Registration] = deque()
-        self._heap: list[tuple[float, int, Registration]] = []
-        self._live = 0
-        self._seq = itertools.count()
+        self._timers = TimerHeap()
         # While the worker sleeps: its waiter, and when it plans to wake
         # (-inf while it runs, so nobody needs to wake it).
         self._waiter: Any = None
@@ -159,7 +153,7 @@ class GeventHub:
     def timer_entries(self) -> int:
         """Entries in the timer heap, stale ones included (bounded: see the
         module docstring)."""
-        return len(self._heap)
+        return len(self._timers)
 
     def on_worker(self) -> bool:
         """Whether the caller runs on the worker greenlet (inside a callback)."""
@@ -197,14 +191,11 @@ class GeventHub:
         if watcher is not None:
             watcher.stop()
             watcher.close()
-        if member._seq is not None:
-            member._seq = None
-            self._live -= 1
+        self._timers.cancel(member)
         self._members -= 1
         if self._members > 0:
             return
-        self._heap.clear()
-        self._live = 0
+        self._timers.clear()
         self._ready.clear()
         worker = self._greenlet
         if worker is None or worker.dead or gevent.getcurrent() is worker:
@@ -219,19 +210,7 @@ class GeventHub:
         ``member`` is no longer registered."""
         if not member._active:
             return
-        if member._seq is not None:
-            if member._armed <= deadline:
-                return
-        else:
-            self._live += 1
-        seq = next(self._seq)
-        member._seq = seq
-        member._armed = deadline
-        heap = self._heap
-        heapq.heappush(heap, (deadline, seq, member))
-        if len(heap) > 2 * self._live + HEAP_SLACK:
-            self._compact()
-        if deadline < self._wake_at:
+        if self._timers.arm(member, deadline) and deadline < self._wake_at:
             self._wake()
 
     # -- internals ----------------------------------------------------------------
@@ -263,10 +242,6 @@ class GeventHub:
         if waiter is not None:
             waiter.switch(None)
 
-    def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if entry[2]._seq == entry[1]]
-        heapq.heapify(self._heap)
-
     def _sleep(self, timeout: float) -> None:
         loop = self._loop
         waiter = gevent.hub.Waiter()
@@ -287,7 +262,7 @@ class GeventHub:
     def _run(self) -> None:
         ready = self._ready
         clock = time.monotonic
-        pop = heapq.heappop
+        timers = self._timers
         try:
             while self._members > 0:
                 while ready:
@@ -298,30 +273,22 @@ class GeventHub:
                             member.on_readable()
                         except Exception:
                             log.exception("gevent hub: on_readable of %r raised", member)
-                heap = self._heap
-                if heap and heap[0][0] <= clock():
-                    due: list[Registration] = []
-                    now = clock()
-                    while heap and heap[0][0] <= now:
-                        _, seq, member = pop(heap)
-                        if member._seq == seq:
-                            member._seq = None
-                            self._live -= 1
-                            due.append(member)
-                    for member in due:
+                first = timers.first()
+                if first is not None and first <= clock():
+                    for member in timers.pop_due(clock()):
                         if member._active:
                             try:
                                 member.on_timer()
                             except Exception:
                                 log.exception("gevent hub: on_timer of %r raised", member)
-                    heap = self._heap
                 if self._members <= 0:
                     break
                 if ready:
                     # Queued while a callback waited (a lock, a full send buffer).
                     gevent.sleep(0)
                     continue
-                timeout = max(0.0, min(heap[0][0] - clock(), MAX_WAIT)) if heap else MAX_WAIT
+                first = timers.first()
+                timeout = MAX_WAIT if first is None else max(0.0, min(first - clock(), MAX_WAIT))
                 self._sleep(timeout)
         finally:
             if self._greenlet is gevent.getcurrent():

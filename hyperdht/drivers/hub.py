@@ -68,6 +68,7 @@ from typing import Any
 
 __all__ = [
     "HEAP_SLACK",
+    "TimerHeap",
     "JOIN_SLICE",
     "MAX_WAIT",
     "SPAWN_WORKERS",
@@ -124,6 +125,76 @@ class Registration:
         return f"<Registration {self.on_readable!r}>"
 
 
+class TimerHeap:
+    """The one timer heap a hub keeps for all its members: at most one live
+    entry per member, the member's ``_seq`` naming it (``None``: not armed)
+    and ``_armed`` its deadline. Re-arming earlier leaves the old entry
+    stale; stale entries are skipped when they come up, and the heap is
+    rebuilt once it holds more than twice the live entries plus
+    :data:`HEAP_SLACK`, so it stays bounded however often members re-arm.
+    Not thread-safe: the hub serialises the calls. Shared by
+    :class:`Hub` and :class:`hyperdht.drivers.gevent_hub.GeventHub`."""
+
+    __slots__ = ("_entries", "_live", "_seq")
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[float, int, Any]] = []
+        self._live = 0
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        """Entries, stale ones included."""
+        return len(self._entries)
+
+    def first(self) -> float | None:
+        """The earliest entry's deadline (it may be stale), or None."""
+        entries = self._entries
+        return entries[0][0] if entries else None
+
+    def arm(self, member: Any, deadline: float) -> bool:
+        """Give ``member`` an entry at ``deadline``; False (and nothing
+        done) if it already has one at or before ``deadline``."""
+        if member._seq is not None:
+            if member._armed <= deadline:
+                return False
+        else:
+            self._live += 1
+        seq = next(self._seq)
+        member._seq = seq
+        member._armed = deadline
+        entries = self._entries
+        heapq.heappush(entries, (deadline, seq, member))
+        if len(entries) > 2 * self._live + HEAP_SLACK:
+            self._entries = [entry for entry in entries if entry[2]._seq == entry[1]]
+            heapq.heapify(self._entries)
+        return True
+
+    def cancel(self, member: Any) -> None:
+        """Forget ``member``'s entry, if it has one."""
+        if member._seq is not None:
+            member._seq = None
+            self._live -= 1
+
+    def pop_due(self, now: float) -> list[Any]:
+        """Remove and return the members whose entries are due at ``now``,
+        earliest first (each is no longer armed)."""
+        entries = self._entries
+        pop = heapq.heappop
+        due: list[Any] = []
+        while entries and entries[0][0] <= now:
+            _, seq, member = pop(entries)
+            if member._seq == seq:
+                member._seq = None
+                self._live -= 1
+                due.append(member)
+        return due
+
+    def clear(self) -> None:
+        """Drop every entry (members' ``_seq`` are left to their owner)."""
+        self._entries.clear()
+        self._live = 0
+
+
 class Hub:
     """One selector thread and one timer heap shared by many drivers (see
     the module docstring). Use :func:`default_hub` unless a test or an
@@ -140,9 +211,7 @@ class Hub:
         self._wake_w: Any = None
         self._thread: threading.Thread | None = None
         self._members = 0
-        self._heap: list[tuple[float, int, Registration]] = []
-        self._live = 0
-        self._seq = itertools.count()
+        self._timers = TimerHeap()
         # When the hub thread plans to wake (-inf while it is busy, so nobody
         # needs to wake it) and whether a wake-up byte is already pending.
         self._wake_at = -math.inf
@@ -166,7 +235,7 @@ class Hub:
     def timer_entries(self) -> int:
         """Entries in the timer heap, stale ones included (bounded: see the
         module docstring)."""
-        return len(self._heap)
+        return len(self._timers)
 
     def on_hub_thread(self) -> bool:
         """Whether the caller runs on the hub thread (inside a callback)."""
@@ -216,14 +285,11 @@ class Hub:
             if selector is not None:
                 with contextlib.suppress(KeyError, ValueError, OSError):
                     selector.unregister(member.sock.fileno())
-            if member._seq is not None:
-                member._seq = None
-                self._live -= 1
+            self._timers.cancel(member)
             self._members -= 1
             if self._members > 0:
                 return None
-            self._heap.clear()
-            self._live = 0
+            self._timers.clear()
             thread = self._thread
             self._wake()
             return thread
@@ -232,19 +298,7 @@ class Hub:
         """Have ``member.on_timer()`` run at ``deadline`` (monotonic); a
         no-op if an entry at or before ``deadline`` is already armed."""
         with self._lock:
-            if member._seq is not None:
-                if member._armed <= deadline:
-                    return
-            else:
-                self._live += 1
-            seq = next(self._seq)
-            member._seq = seq
-            member._armed = deadline
-            heap = self._heap
-            heapq.heappush(heap, (deadline, seq, member))
-            if len(heap) > 2 * self._live + HEAP_SLACK:
-                self._compact()
-            if deadline < self._wake_at:
+            if self._timers.arm(member, deadline) and deadline < self._wake_at:
                 self._wake()
 
     def join_if_idle(self, thread: threading.Thread) -> None:
@@ -292,14 +346,10 @@ class Hub:
             with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
                 self._wake_w.send(b"\0")
 
-    def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if entry[2]._seq == entry[1]]
-        heapq.heapify(self._heap)
-
     def _run(self) -> None:
         lock = self._lock
         clock = time.monotonic
-        pop = heapq.heappop
+        timers = self._timers
         selector = self._selector
         wake_r = self._wake_r
         assert selector is not None
@@ -309,8 +359,8 @@ class Hub:
                 if self._members <= 0:
                     self._stop(selector)
                     return
-                heap = self._heap
-                timeout = max(0.0, min(heap[0][0] - clock(), MAX_WAIT)) if heap else MAX_WAIT
+                first = timers.first()
+                timeout = MAX_WAIT if first is None else max(0.0, min(first - clock(), MAX_WAIT))
                 self._wake_at = clock() + timeout
             try:
                 events = select(timeout)
@@ -331,16 +381,8 @@ class Hub:
                     member.on_readable()
                 except Exception:
                     log.exception("hub: on_readable of %r raised", member)
-            due: list[Registration] = []
             with lock:
-                heap = self._heap
-                now = clock()
-                while heap and heap[0][0] <= now:
-                    _, seq, member = pop(heap)
-                    if member._seq == seq:
-                        member._seq = None
-                        self._live -= 1
-                        due.append(member)
+                due: list[Registration] = timers.pop_due(clock())
             for member in due:
                 try:
                     member.on_timer()
@@ -354,8 +396,7 @@ class Hub:
             sock.close()
         self._selector = self._wake_r = self._wake_w = None
         self._thread = None
-        self._heap.clear()
-        self._live = 0
+        self._timers.clear()
 
 
 _default: Hub | None = None
