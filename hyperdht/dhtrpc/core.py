@@ -235,7 +235,8 @@ class DHTCore:
         self._query_id: bytes | None = None
         self._id_field = b""  # the encoded ``id`` field of our responses
         self._set_full(not self.ephemeral)
-        self._rng = rng or random.Random()
+        #: The generator of tids and random choices (the discovery store's too).
+        self.rng = self._rng = rng or random.Random()
         self._rejoin = False
         #: Whether unsolicited datagrams reach us (:mod:`.reachability`).
         self.reachability = ReachabilityProber(self, self._rng)
