@@ -20,22 +20,36 @@ __all__ = ["TokenStore", "ROTATE_INTERVAL"]
 #: Seconds between secret rotations (the reference's 5 minutes).
 ROTATE_INTERVAL = 300.0
 
+# Hosts remembered (as asked once, or with their cached token); both sets
+# start over past this many.
+_CACHE_MAX = 4096
+
 
 class TokenStore:
-    """Issues and checks round-trip tokens for one node."""
+    """Issues and checks round-trip tokens for one node.
 
-    __slots__ = ("_cache", "_random", "_secrets")
+    A host's current token is cached from the second time it is asked for:
+    most hosts ask a node once (a simulated node of 10,000 serves ~50
+    requests from ~45 hosts), and a 32-byte token and its dict entry cost
+    some 100 bytes a host, while remembering that a host asked costs a set
+    entry. The tokens are the same either way (a pure function of the
+    secret and the host).
+    """
+
+    __slots__ = ("_asked", "_cache", "_random", "_secrets")
 
     def __init__(self, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self._random = random_bytes
         self._secrets = [random_bytes(32), random_bytes(32)]
         self._cache: dict[str, bytes] = {}
+        self._asked: set[str] = set()
 
     def rotate(self) -> None:
         """Replace the older secret by a fresh one."""
         self._secrets[1] = self._secrets[0]
         self._secrets[0] = self._random(32)
         self._cache.clear()
+        self._asked.clear()
 
     def _token(self, host: str, index: int) -> bytes:
         return hashlib.sha256(self._secrets[index] + host.encode()).digest()
@@ -44,9 +58,16 @@ class TokenStore:
         """The current token for ``host``."""
         token = self._cache.get(host)
         if token is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            token = self._cache[host] = self._token(host, 0)
+            token = self._token(host, 0)
+            asked = self._asked
+            if host in asked:
+                if len(self._cache) >= _CACHE_MAX:
+                    self._cache.clear()
+                self._cache[host] = token
+            else:
+                if len(asked) >= _CACHE_MAX:
+                    asked.clear()
+                asked.add(host)
         return token
 
     def check(self, token: bytes, host: str) -> bool:
