@@ -101,7 +101,7 @@ class RoutingNode:
     """A routing-table contact: id, address, the token it gave us, and the
     maintenance tick at which we last heard from it."""
 
-    __slots__ = ("_group", "address", "encoded", "id", "tick", "token")
+    __slots__ = ("address", "encoded", "id", "tick", "token")
 
     def __init__(self, id: bytes, address: Address, token: bytes | None, tick: int) -> None:
         self.id = id
@@ -111,22 +111,18 @@ class RoutingNode:
         #: The node encoding (id + peer), cached: every response lists up
         #: to 20 contacts. Reset when the address changes.
         self.encoded: bytes | None = None
-        self._group: tuple[int, int] | bool | None = False  # False: not computed
 
     @property
     def group(self) -> tuple[int, int] | None:
         """The (IP, subnet) this contact counts against in its bucket, None
-        when its address is exempt (:func:`~hyperdht.dhtrpc.limits.diversity_group`)."""
-        g = self._group
-        if g is False:
-            g = self._group = diversity_group(self.address.host)
-        return g  # type: ignore[return-value]
+        when its address is exempt (:func:`~hyperdht.dhtrpc.limits.diversity_group`,
+        which caches it per host: the table asks once per new contact)."""
+        return diversity_group(self.address.host)
 
     def set_address(self, address: Address) -> None:
         """Move the contact to ``address`` (dropping what was cached for the old one)."""
         self.address = address
         self.encoded = None
-        self._group = False
 
     def to_node(self) -> Node:
         """A frozen :class:`~hyperdht.ipencoding.Node` snapshot."""
