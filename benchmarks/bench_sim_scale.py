@@ -16,7 +16,8 @@ small one, >= 99% of the keys found, the whole run under 10 minutes.
 ``--pause-gc`` runs both networks with ``Network(pause_gc=True)``: the
 cyclic garbage collector off while the simulator's loop runs (an opt-in of
 the simulator; the default run leaves the collector as Python sets it).
-Each bootstrap line also says how much of its CPU time the collector took.
+Each bootstrap line also says how much of its CPU time the collector took
+(all collections, and the full ones apart), and the events per node.
 
 Run: ``python benchmarks/bench_sim_scale.py [--small N] [--large N]
 [--keys K] [--seed S] [--pause-gc] [--json PATH] [--quick]``.
@@ -62,21 +63,27 @@ class Bootstrap:
     rss_per_node_bytes: int
     gc_collections: int
     gc_cpu_s: float
+    gc_full_collections: int
+    gc_full_cpu_s: float
+    events_per_node: float = field(init=False)
     cpu_us_per_event: float = field(init=False)
     datagrams_per_node: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.cpu_us_per_event = self.cpu_s / max(self.events, 1) * 1e6
+        self.events_per_node = self.events / max(self.nodes, 1)
         self.datagrams_per_node = self.datagrams / max(self.nodes, 1)
 
     def show(self) -> None:
         print(
             f"bootstrap {self.nodes:>6,} nodes: {self.wall_s:7.2f} s wall, "
             f"{self.cpu_s:7.2f} s CPU, "
-            f"{self.events:,} events ({self.cpu_us_per_event:.1f} us CPU each), "
+            f"{self.events:,} events ({self.events_per_node:.1f}/node, "
+            f"{self.cpu_us_per_event:.1f} us CPU each), "
             f"{self.datagrams_per_node:.1f} datagrams/node, "
             f"{self.rss_per_node_bytes / 1024:.1f} KiB/node, {self.virtual_s:.2f} s virtual, "
-            f"gc {self.gc_collections} collections {self.gc_cpu_s:.2f} s CPU"
+            f"gc {self.gc_collections} collections {self.gc_cpu_s:.2f} s CPU "
+            f"({self.gc_full_collections} full: {self.gc_full_cpu_s:.2f} s)"
         )
 
 
@@ -94,19 +101,26 @@ class Swarm:
 
 
 class GCTimer:
-    """Counts the cyclic collector's runs and their CPU time (``gc.callbacks``)."""
+    """Counts the cyclic collector's runs and their CPU time (``gc.callbacks``),
+    all of them and the full (oldest-generation) ones apart."""
 
     def __init__(self) -> None:
         self.collections = 0
         self.cpu_s = 0.0
+        self.full_collections = 0
+        self.full_cpu_s = 0.0
         self._start = 0.0
 
-    def __call__(self, phase: str, _info: dict[str, Any]) -> None:
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._start = time.process_time()
         else:
+            spent = time.process_time() - self._start
             self.collections += 1
-            self.cpu_s += time.process_time() - self._start
+            self.cpu_s += spent
+            if info.get("generation") == 2:
+                self.full_collections += 1
+                self.full_cpu_s += spent
 
     def __enter__(self) -> GCTimer:
         gc.callbacks.append(self)
@@ -144,6 +158,8 @@ def _bootstrap(n: int, seed: int, pause_gc: bool, gc_timer: GCTimer) -> tuple[Sw
         rss_per_node_bytes=(rss_bytes() - rss0) // max(n, 1),
         gc_collections=gc_timer.collections,
         gc_cpu_s=gc_timer.cpu_s,
+        gc_full_collections=gc_timer.full_collections,
+        gc_full_cpu_s=gc_timer.full_cpu_s,
     )
     return Swarm(net, boot, nodes), figures
 

@@ -191,8 +191,10 @@ def test_a_new_outside_address_starts_over(swarm: Swarm) -> None:
     with node.driver.locked():
         node.core.observed = Address("198.18.200.1", 4242)  # as a pong would say
         assert node.reachability == "unknown"
-    swarm.settle(node, runs=2)
-    assert node.reachability == "unreachable"
+    # A later run decides again (a run in a small swarm may find too few
+    # never-contacted nodes to say anything: then the next one does).
+    assert swarm.net.run_until(lambda: node.reachability == "unreachable", timeout=600.0)
+    assert node.stats.reachability_probes["runs"] >= 2
 
 
 def test_a_network_too_small_to_probe_stays_unknown() -> None:

@@ -32,7 +32,7 @@ import math
 import operator
 import os
 import random
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +101,7 @@ class RoutingNode:
     """A routing-table contact: id, address, the token it gave us, and the
     maintenance tick at which we last heard from it."""
 
-    __slots__ = ("_group", "address", "encoded", "id", "tick", "token")
+    __slots__ = ("address", "encoded", "id", "tick", "token")
 
     def __init__(self, id: bytes, address: Address, token: bytes | None, tick: int) -> None:
         self.id = id
@@ -111,22 +111,18 @@ class RoutingNode:
         #: The node encoding (id + peer), cached: every response lists up
         #: to 20 contacts. Reset when the address changes.
         self.encoded: bytes | None = None
-        self._group: tuple[int, int] | bool | None = False  # False: not computed
 
     @property
     def group(self) -> tuple[int, int] | None:
         """The (IP, subnet) this contact counts against in its bucket, None
-        when its address is exempt (:func:`~hyperdht.dhtrpc.limits.diversity_group`)."""
-        g = self._group
-        if g is False:
-            g = self._group = diversity_group(self.address.host)
-        return g  # type: ignore[return-value]
+        when its address is exempt (:func:`~hyperdht.dhtrpc.limits.diversity_group`,
+        which caches it per host: the table asks once per new contact)."""
+        return diversity_group(self.address.host)
 
     def set_address(self, address: Address) -> None:
         """Move the contact to ``address`` (dropping what was cached for the old one)."""
         self.address = address
         self.encoded = None
-        self._group = False
 
     def to_node(self) -> Node:
         """A frozen :class:`~hyperdht.ipencoding.Node` snapshot."""
@@ -258,7 +254,8 @@ class DHTCore:
         self._query_id: bytes | None = None
         self._id_field = b""  # the encoded ``id`` field of our responses
         self._set_full(not self.ephemeral)
-        self._rng = rng or random.Random()
+        #: The generator of tids and random choices (the discovery store's too).
+        self.rng = self._rng = rng or random.Random()
         self._rejoin = False
         #: Whether unsolicited datagrams reach us (:mod:`.reachability`).
         self.reachability = ReachabilityProber(self, self._rng)
@@ -301,8 +298,11 @@ class DHTCore:
         self._target_limiter = RateLimiter(
             limits.per_target_rate, limits.per_target_burst, max_keys=limits.max_tracked
         )
-        # Least recently seen first: the maintenance order.
-        self._seen: OrderedDict[bytes, RoutingNode] = OrderedDict()
+        # Least recently seen first: the maintenance order (a plain dict,
+        # re-inserted to move to the end: an OrderedDict costs a linked-list
+        # node and a slot array more per contact, and 10,000 simulated
+        # nodes keep some 50 contacts each).
+        self._seen: dict[bytes, RoutingNode] = {}
         self._tick = 0
         self._next_maintenance = now + MAINTENANCE_INTERVAL
         self._next_rotation = now + ROTATE_INTERVAL
@@ -1082,7 +1082,8 @@ class DHTCore:
                 self._answers_changes = -1  # memoised answers hold its encoding
             node.token = token
             node.tick = self._tick
-            seen.move_to_end(id)
+            del seen[id]
+            seen[id] = node
         self.table.add(node)
         if self._full:
             full, self._full = self._full, []

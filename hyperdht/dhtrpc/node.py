@@ -150,6 +150,8 @@ class DHT:
             self._core = DHTCore(
                 id=id,
                 rng=rng,
+                # Seeded token secrets too: a seeded run replays byte for byte.
+                random_bytes=None if rng is None else rng.randbytes,
                 ephemeral=ephemeral,
                 concurrency=concurrency,
                 bootstrap=boot,

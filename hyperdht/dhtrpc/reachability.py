@@ -58,7 +58,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +145,9 @@ class ReachabilityProber:
         self.on_verdict: Callable[[str], None] | None = None
         #: Also called with each new verdict, after :attr:`on_verdict`.
         self.listeners: list[Callable[[str], None]] = []
-        self._contacted: OrderedDict[str, None] = OrderedDict()
+        # Hosts we sent to, oldest first (a plain dict: an OrderedDict
+        # costs a linked-list node and a slot array more per host).
+        self._contacted: dict[str, None] = {}
         # X host -> its probe, while the forwarded ping to it is in flight.
         self._watching: dict[str, _Probe] = {}
         self._running = False
@@ -177,7 +178,7 @@ class ReachabilityProber:
                 continue
             contacted[host] = None
             if len(contacted) > CONTACTED_LIMIT:
-                contacted.popitem(last=False)
+                del contacted[next(iter(contacted))]
             probe = self._watching.pop(host, None)
             if probe is not None:
                 probe.void = True

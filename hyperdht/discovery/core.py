@@ -160,7 +160,7 @@ class DiscoveryCore:
     ) -> None:
         self.dht = dht
         #: The announcements this node serves.
-        self.store = PeerStore(max_size=max_peers, max_age=max_age)
+        self.store = PeerStore(max_size=max_peers, max_age=max_age, rng=dht.rng)
         self.address = address
         self._listeners: dict[str, list[Listener]] = {e: [] for e in EVENTS}
         dht.on_request(COMMAND, self._on_query, update=False)

@@ -125,8 +125,9 @@ class SimDriver(Driver):
         return self._host
 
     def node_rng(self) -> random.Random:
-        """A seeded :class:`random.Random` for the node on this socket
-        (:meth:`Network.node_rng`): the DHT takes its id and tids from it."""
+        """The network's seeded :class:`random.Random` for the node on this
+        socket (:meth:`Network.node_rng`, one shared by every node): the DHT
+        takes its id and tids from it."""
         return self._network.node_rng(self._address)
 
     @property
