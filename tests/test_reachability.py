@@ -27,7 +27,7 @@ def seeded(node: HyperDHT, seed: int = 1) -> HyperDHT:
     """``node`` with its core's random choices (the probes' targets and
     referrers) seeded, before its first probe run: with the network's seed
     that makes a run reproducible."""
-    node.core._rng.seed(seed)
+    node.core.rng.seed(seed)
     return node
 
 

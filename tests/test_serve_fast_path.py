@@ -55,8 +55,9 @@ def observe(core: DHTCore, payloads: list[bytes], addr: Address) -> Any:
     )
 
 
-def general_path(monkeypatch: pytest.MonkeyPatch, payloads: list[bytes], addr: Address) -> Any:
-    with monkeypatch.context() as m:
+def general_path(payloads: list[bytes], addr: Address) -> Any:
+    """What ``observe`` sees with every short cut patched out."""
+    with pytest.MonkeyPatch.context() as m:
         m.setattr(core_module, "_PING_WITH_ID", b"\xff" * len(core_module._PING_WITH_ID))
         m.setattr(core_module, "_PING_EPHEMERAL", b"\xff")
         m.setattr(core_module, "_FIND_WITH_ID", b"\xff" * len(core_module._FIND_WITH_ID))
@@ -104,11 +105,7 @@ PAYLOADS = st.one_of(
 @example(payloads=[PING_ID[:-1], PING_ID + b"\x00", PING + b"\x12\x00"])
 @settings(max_examples=300, deadline=None)
 def test_fast_ping_path_equals_general_path(payloads: list[bytes]) -> None:
-    mp = pytest.MonkeyPatch()
-    try:
-        assert observe(make_core(), payloads, PEER) == general_path(mp, payloads, PEER)
-    finally:
-        mp.undo()
+    assert observe(make_core(), payloads, PEER) == general_path(payloads, PEER)
 
 
 @pytest.mark.parametrize(
@@ -125,12 +122,8 @@ def test_fast_ping_path_equals_general_path(payloads: list[bytes]) -> None:
     ],
 )
 def test_ping_answer_is_what_the_codec_writes(addr: Address) -> None:
-    mp = pytest.MonkeyPatch()
-    try:
-        fast = observe(make_core(":" in addr.host), [PING_ID, PING], addr)
-        assert fast == general_path(mp, [PING_ID, PING], addr)
-    finally:
-        mp.undo()
+    fast = observe(make_core(":" in addr.host), [PING_ID, PING], addr)
+    assert fast == general_path([PING_ID, PING], addr)
 
 
 def test_ping_answer_decodes_to_id_address_and_token() -> None:
@@ -183,11 +176,7 @@ FIND_PAYLOADS = st.one_of(
 @example(payloads=[FIND_ID.replace(b"\x1a\x20", b"\x1a\x21")])
 @settings(max_examples=300, deadline=None)
 def test_fast_find_node_path_equals_general_path(payloads: list[bytes]) -> None:
-    mp = pytest.MonkeyPatch()
-    try:
-        assert observe(make_core(), payloads, PEER) == general_path(mp, payloads, PEER)
-    finally:
-        mp.undo()
+    assert observe(make_core(), payloads, PEER) == general_path(payloads, PEER)
 
 
 @pytest.mark.parametrize("request_id", [None, bytes(range(1, 33))])

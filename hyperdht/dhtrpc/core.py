@@ -255,10 +255,10 @@ class DHTCore:
         self._id_field = b""  # the encoded ``id`` field of our responses
         self._set_full(not self.ephemeral)
         #: The generator of tids and random choices (the discovery store's too).
-        self.rng = self._rng = rng or random.Random()
+        self.rng = rng or random.Random()
         self._rejoin = False
         #: Whether unsolicited datagrams reach us (:mod:`.reachability`).
-        self.reachability = ReachabilityProber(self, self._rng)
+        self.reachability = ReachabilityProber(self, self.rng)
         self.reachability.enabled = self.ephemeral_mode == "auto"
         if self.ephemeral_mode == "auto":
             self.reachability.on_verdict = self._on_verdict
@@ -269,7 +269,7 @@ class DHTCore:
                 # until a verdict says otherwise.
                 self._set_full(True)
         self.udp = RequestCore(
-            timeout=timeout, rng=self._rng, on_request=self._on_request, on_drop=self.drop
+            timeout=timeout, rng=self.rng, on_request=self._on_request, on_drop=self.drop
         )
         self.tokens = TokenStore(random_bytes or os.urandom)
         self.table: KBucket[RoutingNode] = KBucket(
@@ -615,7 +615,7 @@ class DHTCore:
         if self.closed:
             return
         options = SendOptions(ttl=ttl)
-        tid = self._rng.randrange(0x8000)
+        tid = self.rng.randrange(0x8000)
         # On the request layer's outbox, which is sent first: the opener
         # must leave before the hole-punch request queued right after it,
         # or the peer's answer can reach our NAT before the opener does.
