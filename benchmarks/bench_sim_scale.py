@@ -19,6 +19,13 @@ the simulator; the default run leaves the collector as Python sets it).
 Each bootstrap line also says how much of its CPU time the collector took
 (all collections, and the full ones apart), and the events per node.
 
+The JSON also records the machine (CPU model, load average) and the
+environment variables that change how the heap is laid out
+(``PYTHONMALLOC``, ``GLIBC_TUNABLES``): with
+``PYTHONMALLOC=malloc GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` the objects
+live on transparent huge pages, a way to test how much of the cost per
+event that grows with the network is page walks (benchmarks/README.md).
+
 Run: ``python benchmarks/bench_sim_scale.py [--small N] [--large N]
 [--keys K] [--seed S] [--pause-gc] [--json PATH] [--quick]``.
 """
@@ -39,6 +46,29 @@ from hyperdht import HyperDHT, collect_stream
 from hyperdht.testing import Network
 
 BOOT = ("198.18.0.1", 49737)
+
+#: Environment variables that change the heap's layout, recorded in the JSON.
+HEAP_ENV = ("PYTHONMALLOC", "GLIBC_TUNABLES")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU model, CPUs, load average,
+    and the heap-layout variables of :data:`HEAP_ENV` (None when unset)."""
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "env": {name: os.environ.get(name) for name in HEAP_ENV},
+    }
 
 
 def rss_bytes() -> int:
@@ -212,6 +242,7 @@ def announce_and_look_up(swarm: Swarm, keys: int, seed: int) -> dict[str, Any]:
 def run(small: int, large: int, keys: int, seed: int, pause_gc: bool = False) -> dict[str, Any]:
     """The whole measurement; returns what ``--json`` writes."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    measured_on = machine()
     swarm, first = bootstrap(small, seed, pause_gc)
     first.show()
     swarm.close()
@@ -237,6 +268,7 @@ def run(small: int, large: int, keys: int, seed: int, pause_gc: bool = False) ->
         "seed": seed,
         "pause_gc": pause_gc,
         "python": sys.version.split()[0],
+        "machine": measured_on,
         "small": asdict(first),
         "large": asdict(second),
         "wall_ratio": wall_ratio,

@@ -1,9 +1,11 @@
 """The Python servers that ``suite.py`` measures, one per process.
 
-``python benchmarks/servers.py KIND`` binds a UDP socket on 127.0.0.1,
+``python benchmarks/servers.py KIND [ID]`` binds a UDP socket on 127.0.0.1,
 prints one JSON line ``{"port": N, "pid": P}``, serves until a line (or end
 of file) arrives on stdin, then prints ``{"table": T}`` (the routing-table
-size; null for the bare servers) and exits. KIND is:
+size; null for the bare servers) and exits. ``ID`` (64 hex digits) is the
+node id of the DHT kinds (random without it; the suite gives every server
+of a round the same one); the bare kinds ignore it. KIND is:
 
 * ``thread`` / ``gevent``: a :class:`hyperdht.DHT` node on that backend;
   ``thread-private``: a thread-backend node on threads of its own
@@ -100,14 +102,17 @@ def serve_bare(kind: str) -> int:
     return 0
 
 
-def serve_node(backend: str) -> int:
-    """Run one :class:`hyperdht.DHT` node until stdin says stop."""
+def serve_node(backend: str, node_id: bytes | None = None) -> int:
+    """Run one :class:`hyperdht.DHT` node (id ``node_id``, random if None)
+    until stdin says stop."""
     from hyperdht import DHT
     from hyperdht.drivers.thread import ThreadBackend
 
     # "thread-private": receiver and timer threads of its own, not the hub.
     node = DHT(
-        host=HOST, backend=ThreadBackend(hub=False) if backend == "thread-private" else backend
+        id=node_id,
+        host=HOST,
+        backend=ThreadBackend(hub=False) if backend == "thread-private" else backend,
     )
     say({"port": node.address.port, "pid": os.getpid()})
     if backend == "gevent":
@@ -121,15 +126,25 @@ def serve_node(backend: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``servers.py KIND``."""
+    """Entry point: ``servers.py KIND [ID]``."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in KINDS:
-        print(f"usage: servers.py {{{'|'.join(KINDS)}}}", file=sys.stderr)
+    node_id = None
+    if len(args) == 2:
+        try:
+            node_id = bytes.fromhex(args[1])
+        except ValueError:
+            node_id = b""
+    if (
+        not 1 <= len(args) <= 2
+        or args[0] not in KINDS
+        or (node_id is not None and len(node_id) != 32)
+    ):
+        print(f"usage: servers.py {{{'|'.join(KINDS)}}} [ID: 64 hex digits]", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
     if args[0] in ("echo", "protobuf"):
         return serve_bare(args[0])
-    return serve_node(args[0])
+    return serve_node(args[0], node_id)
 
 
 if __name__ == "__main__":

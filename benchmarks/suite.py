@@ -152,7 +152,9 @@ def read_json_line(stream: IO[str], timeout: float, what: str) -> dict[str, Any]
 class Server:
     """One server process of the serve-rate benchmark."""
 
-    def __init__(self, target: str, modules: Path | None, core: int | None) -> None:
+    def __init__(
+        self, target: str, modules: Path | None, core: int | None, node_id: bytes | None = None
+    ) -> None:
         self.target = target
         if target == REFERENCE:
             assert modules is not None
@@ -161,6 +163,8 @@ class Server:
         else:
             cmd = [sys.executable, str(HERE / "servers.py"), target]
             env = dict(os.environ)
+        if node_id is not None:
+            cmd.append(node_id.hex())
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -297,21 +301,29 @@ def serve_round(
     exe: Path,
     tmp: Path,
     args: argparse.Namespace,
-    rng: random.Random,
+    round_seed: int,
 ) -> dict[str, Any]:
     """Start ``target``, seed it, run loadgen for each command, stop it.
 
-    The load comes from one client node whose id falls in a k-bucket that
-    is not full (``CLIENT_DEPTH`` levels down), so it joins the table once
-    and every request then only refreshes it: no evictions, no pings."""
-    server = Server(target, modules, args.server_core)
+    Everything random comes from ``round_seed``, which every target of a
+    round shares: the same server id, the same 80 seeded contacts, the same
+    client id and the same ``_find_node`` targets, so the columns of a
+    round differ only in the server. The load comes from one client node
+    whose id falls in a k-bucket that is not full (``CLIENT_DEPTH`` levels
+    down), so it joins the table once and every request then only
+    refreshes it: no evictions, no pings."""
+    rng = random.Random(round_seed)
+    server_id = rng.randbytes(32)
+    server = Server(target, modules, args.server_core, server_id)
     result: dict[str, Any] = {}
     seeded = None
     try:
         if target in ("echo", "protobuf"):
             client_id = rng.randbytes(32)
         else:
-            seeded, server_id = seed_table(server.port, rng)
+            seeded, answered_id = seed_table(server.port, rng)
+            if answered_id != server_id:
+                raise SuiteError(f"server {target} did not take the id it was given")
             client_id = crafted_id(rng, server_id, CLIENT_DEPTH)
         pools = {c: tmp / f"{c}.pool" for c in COMMANDS}
         for c, path in pools.items():
@@ -344,6 +356,7 @@ def serve_round(
         report = server.stop()
     result["seeded"] = seeded
     result["table"] = report.get("table")
+    result["server_id"] = server_id.hex()
     return result
 
 
@@ -649,10 +662,11 @@ def run(args: argparse.Namespace) -> int:
             tmp = Path(tmp_name)
             exe = build_loadgen(tmp)
             for r in range(args.rounds):
+                round_seed = rng.getrandbits(64)
                 for target in targets:
                     try:
                         res: dict[str, Any] | None = serve_round(
-                            target, modules, exe, tmp, args, rng
+                            target, modules, exe, tmp, args, round_seed
                         )
                     except (SuiteError, subprocess.SubprocessError, OSError) as exc:
                         log.warning("serve %s round %d failed: %s", target, r + 1, exc)

@@ -116,6 +116,24 @@ def test_loadgen_counts_answers_from_the_echo_server(tmp_path: Path) -> None:
     assert result["bytes"] / result["answers"] == 2 + int.from_bytes(pool[:2], "big")
 
 
+def test_a_dht_server_takes_the_id_of_its_round() -> None:
+    """Every server of a round gets the same id, so the seeded table and the
+    answers are the same for every column: the server must really use it."""
+    node_id = bytes(range(32))
+    server = suite.Server("thread", None, None, node_id)
+    try:
+        seeded, answered_id = suite.seed_table(server.port, random.Random(1))
+    finally:
+        report = server.stop()
+    assert answered_id == node_id
+    assert seeded == report["table"] == suite.SEED_BUCKETS * suite.K
+
+
+@pytest.mark.parametrize("argv", [["thread", "zz"], ["thread", "ab" * 31], ["nope"], []])
+def test_servers_refuse_a_bad_command_line(argv: list[str]) -> None:
+    assert load("servers").main(argv) == 2
+
+
 soak = load("soak")
 
 
@@ -148,6 +166,20 @@ def test_sim_scale_runs_and_finds_every_key(tmp_path: Path) -> None:
     assert result["small"]["nodes"] == 20 and result["large"]["nodes"] == 40
     assert result["lookups"]["found"] == 3
     assert result["large"]["events"] > result["small"]["events"] > 0
+
+
+def test_sim_scale_records_the_heap_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSON says which heap-layout variables were set, so a figure
+    taken with huge pages is never mistaken for a plain run."""
+    scale = load("bench_sim_scale")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    monkeypatch.delenv("PYTHONMALLOC", raising=False)
+    out = tmp_path / "scale.json"
+    assert scale.main(["--small", "10", "--large", "20", "--keys", "1", "--json", str(out)]) == 0
+    env = json.loads(out.read_text())["machine"]["env"]
+    assert env == {"PYTHONMALLOC": None, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
 
 def test_sim_scale_pause_gc_runs_the_same_events(tmp_path: Path) -> None:
