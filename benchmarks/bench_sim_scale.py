@@ -26,8 +26,12 @@ environment variables that change how the heap is laid out
 live on transparent huge pages, a way to test how much of the cost per
 event that grows with the network is page walks (benchmarks/README.md).
 
+``--rounds R`` repeats the pair of bootstraps R times (the same seed, so
+the same events) and reports the median ratio: on a shared machine the
+cost per event moves from one run to the next, and one pair is one sample.
+
 Run: ``python benchmarks/bench_sim_scale.py [--small N] [--large N]
-[--keys K] [--seed S] [--pause-gc] [--json PATH] [--quick]``.
+[--keys K] [--seed S] [--pause-gc] [--rounds R] [--json PATH] [--quick]``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import gc
 import json
 import os
 import random
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -239,22 +244,47 @@ def announce_and_look_up(swarm: Swarm, keys: int, seed: int) -> dict[str, Any]:
     }
 
 
-def run(small: int, large: int, keys: int, seed: int, pause_gc: bool = False) -> dict[str, Any]:
-    """The whole measurement; returns what ``--json`` writes."""
+def run(
+    small: int, large: int, keys: int, seed: int, pause_gc: bool = False, rounds: int = 1
+) -> dict[str, Any]:
+    """The whole measurement; returns what ``--json`` writes.
+
+    Each of ``rounds`` rounds bootstraps ``small`` nodes, then ``large``
+    nodes (each on a fresh network, the same seed, so the same events every
+    round); ``wall_ratio`` / ``cpu_ratio`` are the medians of the rounds'
+    ratios (all in ``rounds``), ``small`` / ``large`` the last round's
+    figures, and the lookups run on the last round's large network."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
     measured_on = machine()
-    swarm, first = bootstrap(small, seed, pause_gc)
-    first.show()
-    swarm.close()
-    del swarm
-    swarm, second = bootstrap(large, seed, pause_gc)
-    second.show()
-    wall_ratio = second.wall_s / first.wall_s
-    cpu_ratio = second.cpu_s / first.cpu_s
-    print(
-        f"ratio {large:,}/{small:,}: {wall_ratio:.2f}x wall, {cpu_ratio:.2f}x CPU "
-        f"({large / small:.0f}x the nodes; target <= 12x)"
-    )
+    per_round: list[dict[str, Any]] = []
+    for r in range(rounds):
+        if rounds > 1:
+            print(f"round {r + 1}/{rounds}")
+        swarm, first = bootstrap(small, seed, pause_gc)
+        first.show()
+        swarm.close()
+        del swarm
+        swarm, second = bootstrap(large, seed, pause_gc)
+        second.show()
+        per_round.append(
+            {
+                "small": asdict(first),
+                "large": asdict(second),
+                "wall_ratio": second.wall_s / first.wall_s,
+                "cpu_ratio": second.cpu_s / first.cpu_s,
+            }
+        )
+        print(
+            f"ratio {large:,}/{small:,}: {per_round[-1]['wall_ratio']:.2f}x wall, "
+            f"{per_round[-1]['cpu_ratio']:.2f}x CPU ({large / small:.0f}x the nodes; target <= 12x)"
+        )
+        if r < rounds - 1:
+            swarm.close()
+            del swarm
+    wall_ratio = statistics.median(x["wall_ratio"] for x in per_round)
+    cpu_ratio = statistics.median(x["cpu_ratio"] for x in per_round)
+    if rounds > 1:
+        print(f"median of {rounds} rounds: {wall_ratio:.2f}x wall, {cpu_ratio:.2f}x CPU")
     lookups = announce_and_look_up(swarm, keys, seed)
     print(
         f"{keys:,} keys announced and looked up on {large:,} nodes: "
@@ -269,10 +299,11 @@ def run(small: int, large: int, keys: int, seed: int, pause_gc: bool = False) ->
         "pause_gc": pause_gc,
         "python": sys.version.split()[0],
         "machine": measured_on,
-        "small": asdict(first),
-        "large": asdict(second),
+        "small": per_round[-1]["small"],
+        "large": per_round[-1]["large"],
         "wall_ratio": wall_ratio,
         "cpu_ratio": cpu_ratio,
+        "rounds": per_round,
         "lookups": lookups,
         "total_wall_s": total_wall,
         "total_cpu_s": total_cpu,
@@ -290,14 +321,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Network(pause_gc=True): no cyclic GC while the simulator's loop runs",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="small-then-large bootstrap pairs; the ratio is their median (1)",
+    )
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 50/150 nodes, 10 keys")
     args = parser.parse_args(argv)
     if args.quick:
         args.small, args.large, args.keys = 50, 150, 10
-    if args.small < 2 or args.large < 2 or args.keys < 0:
-        parser.error("--small and --large must be at least 2, --keys at least 0")
-    result = run(args.small, args.large, args.keys, args.seed, args.pause_gc)
+    if args.small < 2 or args.large < 2 or args.keys < 0 or args.rounds < 1:
+        parser.error(
+            "--small and --large must be at least 2, --keys at least 0, --rounds at least 1"
+        )
+    result = run(args.small, args.large, args.keys, args.seed, args.pause_gc, args.rounds)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

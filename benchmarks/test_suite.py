@@ -168,6 +168,24 @@ def test_sim_scale_runs_and_finds_every_key(tmp_path: Path) -> None:
     assert result["large"]["events"] > result["small"]["events"] > 0
 
 
+def test_sim_scale_rounds_repeat_the_same_events_and_take_the_median(tmp_path: Path) -> None:
+    """``--rounds 3``: three pairs of bootstraps on the same seed (so the
+    same events), and the reported ratio is the median of theirs."""
+    scale = load("bench_sim_scale")
+    out = tmp_path / "scale.json"
+    argv = ["--small", "10", "--large", "20", "--keys", "1", "--rounds", "3", "--json", str(out)]
+    assert scale.main(argv) == 0
+    result = json.loads(out.read_text())
+    rounds = result["rounds"]
+    assert len(rounds) == 3
+    assert len({(r["small"]["events"], r["large"]["events"]) for r in rounds}) == 1
+    ratios = sorted(r["wall_ratio"] for r in rounds)
+    assert result["wall_ratio"] == ratios[1]
+    assert result["large"] == rounds[-1]["large"]
+    with pytest.raises(SystemExit):
+        scale.main(["--rounds", "0"])
+
+
 def test_sim_scale_records_the_heap_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
