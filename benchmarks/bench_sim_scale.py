@@ -95,7 +95,7 @@ class Bootstrap:
     virtual_s: float
     events: int
     datagrams: int
-    rss_per_node_bytes: int
+    rss_per_node_bytes: int | None  # None: not measured (a later round)
     gc_collections: int
     gc_cpu_s: float
     gc_full_collections: int
@@ -110,13 +110,14 @@ class Bootstrap:
         self.datagrams_per_node = self.datagrams / max(self.nodes, 1)
 
     def show(self) -> None:
+        rss = "n/a" if self.rss_per_node_bytes is None else f"{self.rss_per_node_bytes / 1024:.1f}"
         print(
             f"bootstrap {self.nodes:>6,} nodes: {self.wall_s:7.2f} s wall, "
             f"{self.cpu_s:7.2f} s CPU, "
             f"{self.events:,} events ({self.events_per_node:.1f}/node, "
             f"{self.cpu_us_per_event:.1f} us CPU each), "
             f"{self.datagrams_per_node:.1f} datagrams/node, "
-            f"{self.rss_per_node_bytes / 1024:.1f} KiB/node, {self.virtual_s:.2f} s virtual, "
+            f"{rss} KiB/node, {self.virtual_s:.2f} s virtual, "
             f"gc {self.gc_collections} collections {self.gc_cpu_s:.2f} s CPU "
             f"({self.gc_full_collections} full: {self.gc_full_cpu_s:.2f} s)"
         )
@@ -165,14 +166,21 @@ class GCTimer:
         gc.callbacks.remove(self)
 
 
-def bootstrap(n: int, seed: int, pause_gc: bool = False) -> tuple[Swarm, Bootstrap]:
-    """Create ``n`` nodes on a new network and wait until all bootstrapped."""
+def bootstrap(
+    n: int, seed: int, pause_gc: bool = False, measure_rss: bool = True
+) -> tuple[Swarm, Bootstrap]:
+    """Create ``n`` nodes on a new network and wait until all bootstrapped.
+    With ``measure_rss=False`` the memory per node is not reported (after
+    a larger network was freed, the process reuses its memory and the RSS
+    growth means nothing)."""
     gc.collect()
     with GCTimer() as gc_timer:
-        return _bootstrap(n, seed, pause_gc, gc_timer)
+        return _bootstrap(n, seed, pause_gc, gc_timer, measure_rss)
 
 
-def _bootstrap(n: int, seed: int, pause_gc: bool, gc_timer: GCTimer) -> tuple[Swarm, Bootstrap]:
+def _bootstrap(
+    n: int, seed: int, pause_gc: bool, gc_timer: GCTimer, measure_rss: bool
+) -> tuple[Swarm, Bootstrap]:
     rss0 = rss_bytes()
     rng = random.Random(seed)
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -190,7 +198,7 @@ def _bootstrap(n: int, seed: int, pause_gc: bool, gc_timer: GCTimer) -> tuple[Sw
         virtual_s=net.now,
         events=net.events_processed,
         datagrams=net.stats.sent,
-        rss_per_node_bytes=(rss_bytes() - rss0) // max(n, 1),
+        rss_per_node_bytes=(rss_bytes() - rss0) // max(n, 1) if measure_rss else None,
         gc_collections=gc_timer.collections,
         gc_cpu_s=gc_timer.cpu_s,
         gc_full_collections=gc_timer.full_collections,
@@ -253,18 +261,19 @@ def run(
     nodes (each on a fresh network, the same seed, so the same events every
     round); ``wall_ratio`` / ``cpu_ratio`` are the medians of the rounds'
     ratios (all in ``rounds``), ``small`` / ``large`` the last round's
-    figures, and the lookups run on the last round's large network."""
+    figures, and the lookups run on the last round's large network. Memory
+    per node is measured in the first round only."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
     measured_on = machine()
     per_round: list[dict[str, Any]] = []
     for r in range(rounds):
         if rounds > 1:
             print(f"round {r + 1}/{rounds}")
-        swarm, first = bootstrap(small, seed, pause_gc)
+        swarm, first = bootstrap(small, seed, pause_gc, measure_rss=r == 0)
         first.show()
         swarm.close()
         del swarm
-        swarm, second = bootstrap(large, seed, pause_gc)
+        swarm, second = bootstrap(large, seed, pause_gc, measure_rss=r == 0)
         second.show()
         per_round.append(
             {

@@ -182,6 +182,9 @@ def test_sim_scale_rounds_repeat_the_same_events_and_take_the_median(tmp_path: P
     ratios = sorted(r["wall_ratio"] for r in rounds)
     assert result["wall_ratio"] == ratios[1]
     assert result["large"] == rounds[-1]["large"]
+    # memory per node only in the first round (later ones reuse freed memory)
+    assert rounds[0]["small"]["rss_per_node_bytes"] is not None
+    assert rounds[1]["small"]["rss_per_node_bytes"] is None
     with pytest.raises(SystemExit):
         scale.main(["--rounds", "0"])
 
