@@ -47,6 +47,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from suite import cpu_model  # benchmarks/ is the script's directory, first on sys.path
+
 from hyperdht import HyperDHT, collect_stream
 from hyperdht.testing import Network
 
@@ -59,17 +61,8 @@ HEAP_ENV = ("PYTHONMALLOC", "GLIBC_TUNABLES")
 def machine() -> dict[str, Any]:
     """What the figures were measured on: CPU model, CPUs, load average,
     and the heap-layout variables of :data:`HEAP_ENV` (None when unset)."""
-    model = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     return {
-        "cpu_model": model,
+        "cpu_model": cpu_model() or None,
         "cpus": os.cpu_count(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "env": {name: os.environ.get(name) for name in HEAP_ENV},

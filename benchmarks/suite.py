@@ -506,16 +506,20 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def machine_info(modules: Path | None) -> dict[str, Any]:
-    """What ran the benchmark."""
-    model = ""
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` ("" where it is missing)."""
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(
+            return next(
                 (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
             )
     except OSError:
-        pass
+        return ""
+
+
+def machine_info(modules: Path | None) -> dict[str, Any]:
+    """What ran the benchmark."""
+    model = cpu_model()
     node = None
     if shutil.which("node"):
         node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
