@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sys
 
 from hyperdht import Address, QueryError
 from hyperdht.aio import AsyncHyperDHT
 from hyperdht.testing.natsocket import NATSocket
 
-KEY = hashlib.sha256(b"hyperdht tutorial").digest()
+# Keys are 32 bytes: the hash of a topic. TUTORIAL_TOPIC picks another
+# topic, so that several runs of the tutorial can share a machine.
+KEY = hashlib.sha256(os.environ.get("TUTORIAL_TOPIC", "hyperdht tutorial").encode()).digest()
 
 
 async def main(bootstrap: str, nat: bool) -> int:

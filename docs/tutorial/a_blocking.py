@@ -7,13 +7,16 @@ python a_blocking.py 127.0.0.1:49737 --nat    # behind the emulated NAT
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import sys
 
 from hyperdht import Address, HyperDHT, QueryError
 from hyperdht.testing.natsocket import NATSocket
 
-KEY = hashlib.sha256(b"hyperdht tutorial").digest()  # keys are 32 bytes
+# Keys are 32 bytes: the hash of a topic. TUTORIAL_TOPIC picks another
+# topic, so that several runs of the tutorial can share a machine.
+KEY = hashlib.sha256(os.environ.get("TUTORIAL_TOPIC", "hyperdht tutorial").encode()).digest()
 
 
 def main() -> int:

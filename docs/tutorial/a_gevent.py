@@ -10,6 +10,7 @@ gevent queue hands datagrams over.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 
 import gevent.queue
@@ -17,7 +18,9 @@ import gevent.queue
 from hyperdht import Address, HyperDHT, QueryError
 from hyperdht.testing.natsocket import NATSocket
 
-KEY = hashlib.sha256(b"hyperdht tutorial").digest()
+# Keys are 32 bytes: the hash of a topic. TUTORIAL_TOPIC picks another
+# topic, so that several runs of the tutorial can share a machine.
+KEY = hashlib.sha256(os.environ.get("TUTORIAL_TOPIC", "hyperdht tutorial").encode()).digest()
 
 
 def main() -> int:

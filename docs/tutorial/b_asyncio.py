@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sys
 
 from hyperdht import Address
 from hyperdht.aio import AsyncHyperDHT
 
-KEY = hashlib.sha256(b"hyperdht tutorial").digest()
+# Keys are 32 bytes: the hash of a topic. TUTORIAL_TOPIC picks another
+# topic, so that several runs of the tutorial can share a machine.
+KEY = hashlib.sha256(os.environ.get("TUTORIAL_TOPIC", "hyperdht tutorial").encode()).digest()
 
 
 async def main(bootstrap: str) -> int:

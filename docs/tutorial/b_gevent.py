@@ -6,13 +6,16 @@ python b_gevent.py 127.0.0.1:49737
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 
 import gevent.queue
 
 from hyperdht import Address, HyperDHT, collect_stream
 
-KEY = hashlib.sha256(b"hyperdht tutorial").digest()
+# Keys are 32 bytes: the hash of a topic. TUTORIAL_TOPIC picks another
+# topic, so that several runs of the tutorial can share a machine.
+KEY = hashlib.sha256(os.environ.get("TUTORIAL_TOPIC", "hyperdht tutorial").encode()).digest()
 
 
 def main() -> int:
