@@ -99,6 +99,51 @@ def test_bootstrap_populates_every_routing_table(swarm: Swarm) -> None:
             assert swarm.by_id(contact.id).address == contact.address
 
 
+def first_diff(a: bytes, b: bytes) -> int:
+    """The first bit at which two 32-byte ids differ (their bucket depth)."""
+    return 256 - xor(a, b).bit_length()
+
+
+def test_after_bootstrap_nodes_know_someone_across_each_leading_bit() -> None:
+    """A young network joined through one full node. A bootstrap walks
+    towards the node's own id, so without the fill after it a node that
+    shares its first bits with the bootstrap node would know nobody across
+    them, and an announce or lookup for a key there could stay among such
+    nodes. After it, every node has a contact in each of the first buckets
+    whose range the bootstrap node knows someone in, and every lookup of a
+    random target from every node reaches the target's closest node."""
+    rng = random.Random(5)
+    net = Network(seed=5, latency=0.01, jitter=0.005)
+    boot = DHT(id=rng.randbytes(32), backend=net.host(BOOT.host), port=BOOT.port)
+    nodes = []
+    for _ in range(200):
+        node = DHT(id=rng.randbytes(32), backend=net.host(), bootstrap=[BOOT])
+        assert node.ready(timeout=60)
+        nodes.append(node)
+    try:
+        # The fills: a round trip to the bootstrap node, then the pings.
+        net.run_for(5.0)
+        boot_known = [c.id for c in boot.nodes()]
+        checked = 0
+        for node in nodes:
+            known = {first_diff(node.id, c.id) for c in node.nodes()}
+            for depth in range(3):
+                if any(first_diff(node.id, i) == depth for i in boot_known):
+                    assert depth in known, (node.id.hex(), depth)
+                    checked += 1
+        assert checked > 200  # a shallow bucket per node at least, on average
+        ids = [n.id for n in nodes] + [boot.id]
+        for node in nodes:
+            target = rng.randbytes(32)
+            results = collect_stream(node.query("_find_node", target))
+            best = closest([i for i in ids if i != node.id], target, 1)
+            assert set(best) <= {r.node.id for r in results}, node.id.hex()
+    finally:
+        for node in nodes:
+            node.close()
+        boot.close()
+
+
 def test_the_background_bootstrap_keeps_no_responses(swarm: Swarm) -> None:
     # Nobody reads the initial bootstrap's results: a node must not keep
     # its ~30 responses (~10 KB) for life, a thousand nodes per process.

@@ -21,11 +21,18 @@ on the wire as a different encoding; see docs/PROTOCOL-NOTES.md):
 * forwarded pings and answers sent to a third address are rate-limited per
   source and per target host, an optional ``rate_limit`` bounds what each
   source host is served, and a routing-table bucket keeps at most a few
-  contacts per global IP and /24: see :mod:`hyperdht.dhtrpc.limits`.
+  contacts per global IP and /24: see :mod:`hyperdht.dhtrpc.limits`;
+* after its first bootstrap a node asks its bootstrap node for nodes in
+  each of its far buckets that is still empty, and pings a few of them
+  (:meth:`DHTCore._fill_far_buckets`): in a young network, a node whose id
+  shares its first bits with the bootstrap node's otherwise knows nobody
+  across those bits, and announces and lookups that start there can stay
+  among such nodes and miss the key's closest nodes.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -84,6 +91,9 @@ log = logging.getLogger(__name__)
 K = 20
 #: Seconds between maintenance ticks (the reference's 5 s).
 MAINTENANCE_INTERVAL = 5.0
+#: Nodes pinged into each far bucket that is empty after the first
+#: bootstrap (see :meth:`DHTCore._fill_far_buckets`).
+FILL_CONTACTS = 2
 #: Datagrams whose third byte is 0xFF can never be DHT messages (0xFF would
 #: start a protobuf tag of wire type 7, which does not exist), so they are
 #: handed to the application: see :meth:`DHTCore.send_datagram`.
@@ -197,6 +207,13 @@ def _no_host(host: str) -> None:
     """An IPv6 node's stand-in for pack_ipv4: always the codec."""
 
 
+def _ignore_response(
+    _err: BaseException | None, _res: messages.RpcResponse | None, _src: Address, _now: float
+) -> None:
+    """A response callback for requests sent only for their answer's id
+    (which the core adds to the table by itself)."""
+
+
 def _nothing() -> None:
     """The canceller of a request that already completed."""
 
@@ -257,6 +274,7 @@ class DHTCore:
         #: The generator of tids and random choices (the discovery store's too).
         self.rng = rng or random.Random()
         self._rejoin = False
+        self._fill_due = False
         #: Whether unsolicited datagrams reach us (:mod:`.reachability`).
         self.reachability = ReachabilityProber(self, self.rng)
         self.reachability.enabled = self.ephemeral_mode == "auto"
@@ -378,7 +396,7 @@ class DHTCore:
         probe = self.reachability.next_run
         if probe is not None and probe < t:
             t = probe
-        if self._rejoin:
+        if self._rejoin or self._fill_due:
             return -math.inf
         return t
 
@@ -401,6 +419,9 @@ class DHTCore:
         if self._rejoin:
             self._rejoin = False
             self.bootstrap(now=now)
+        if self._fill_due:
+            self._fill_due = False
+            self._fill_far_buckets(now)
 
     # -- what queries use (the QueryHost protocol of query.py) -------------
 
@@ -677,8 +698,10 @@ class DHTCore:
         q.dynamic_concurrency = (self.concurrency, background)
 
         def done(_: Query) -> None:
-            if not self.bootstrapped and self.reachability.next_run is None:
-                self.reachability.schedule()
+            if not self.bootstrapped:
+                self._fill_due = True  # from handle_timer, which has the time
+                if self.reachability.next_run is None:
+                    self.reachability.schedule()
             self.bootstrapped = True
 
         q.add_done_callback(done)
@@ -1152,6 +1175,89 @@ class DHTCore:
             )
 
         next_ping(now)
+
+    def _fill_far_buckets(self, now: float) -> None:
+        """Once, after the first bootstrap: for each depth above the ranges
+        of our K closest contacts at which we know nobody (no contact whose
+        id first differs from ours at that bit), a ``_find_node`` for a
+        random id in that range to our first bootstrap node (it has heard
+        from every node that joined through it; without one, to our contact
+        closest to that id), and a ``_ping`` to up to :data:`FILL_CONTACTS`
+        of the nodes it lists in that range: their answers put them in our
+        table.
+
+        A bootstrap walks towards our own id, so it meets only nodes that
+        share at least as many leading bits with us as the bootstrap node
+        does: without this, the buckets above that depth stay empty until
+        someone from there contacts us, and a query from us for a key
+        across those bits can get stuck among nodes in the same state.
+        Costs one request per empty range plus the pings."""
+        if self.closed:
+            return
+        own = int.from_bytes(self.id, "big")
+        bits = 8 * ID_LENGTH
+        # Contacts by the first bit at which their id differs from ours.
+        depths = {bits - (int.from_bytes(id, "big") ^ own).bit_length() for id in self._seen}
+        # Our K closest contacts are what the bootstrap ended with: every
+        # node in a range deeper than the farthest of them would be closer,
+        # so such a range without a contact is empty. Only the ranges above
+        # it may hold nodes the walk never met.
+        nearest = self.table.closest(self.id, K)
+        if len(nearest) < K:
+            return  # a small network: the bootstrap met all there is
+        top = min(bits - (int.from_bytes(c.id, "big") ^ own).bit_length() for c in nearest)
+        for depth in range(top):
+            if depth in depths:
+                continue
+            shift = bits - 1 - depth
+            target_int = (((own >> shift) ^ 1) << shift) | self.rng.getrandbits(shift)
+            target = target_int.to_bytes(ID_LENGTH, "big")
+            if self.bootstrap_nodes:
+                ask = self.bootstrap_nodes[0]
+            else:
+                closest = self.table.closest(target, 1)
+                if not closest:
+                    return
+                ask = closest[0].address
+            request = messages.RpcRequest(command="_find_node", id=self._query_id, target=target)
+            self.request(request, ask, functools.partial(self._fill_bucket, depth), now)
+
+    def _fill_bucket(
+        self,
+        depth: int,
+        err: BaseException | None,
+        res: messages.RpcResponse | None,
+        referrer: Address,
+        now: float,
+    ) -> None:
+        """A ``_find_node`` of :meth:`_fill_far_buckets` completed: ping up
+        to :data:`FILL_CONTACTS` listed nodes of the bucket at ``depth``
+        (through ``referrer`` when we are behind a NAT, see
+        :meth:`open_path`)."""
+        if err is not None or res is None or not res.nodes or self.closed:
+            return
+        try:
+            listed = self.node_codec.decode_list(res.nodes)
+        except DecodeError:
+            self.drop("bad_nodes")
+            return
+        own = int.from_bytes(self.id, "big")
+        bits = 8 * ID_LENGTH
+        ping = messages.RpcRequest(command="_ping", id=self._query_id)
+        picked = 0
+        for node in listed:
+            if picked >= FILL_CONTACTS:
+                break
+            if node.id in self._seen:
+                continue
+            if bits - (int.from_bytes(node.id, "big") ^ own).bit_length() != depth:
+                continue  # another bucket (or our own id)
+            picked += 1
+            if self.open_path(node.id, node.address):
+                punch = self.holepunch_request(node.address)
+                self.request(punch, referrer, _ignore_response, now, any_source=True)
+            else:
+                self.request(ping, node.address, _ignore_response, now)
 
     def _ping_some(self, now: float) -> None:
         count = 1 if self._inflight_queries > 2 else 3
