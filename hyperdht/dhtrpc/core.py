@@ -23,8 +23,8 @@ on the wire as a different encoding; see docs/PROTOCOL-NOTES.md):
   source host is served, and a routing-table bucket keeps at most a few
   contacts per global IP and /24: see :mod:`hyperdht.dhtrpc.limits`;
 * after its first bootstrap a node asks its bootstrap node for nodes in
-  each of its far buckets that is still empty, and pings a few of them
-  (:meth:`DHTCore._fill_far_buckets`): in a young network, a node whose id
+  each range of ids above its nearest contacts' that it knows nobody in,
+  and pings a few of them (:meth:`DHTCore._fill_far_buckets`): in a young network, a node whose id
   shares its first bits with the bootstrap node's otherwise knows nobody
   across those bits, and announces and lookups that start there can stay
   among such nodes and miss the key's closest nodes.
@@ -91,7 +91,7 @@ log = logging.getLogger(__name__)
 K = 20
 #: Seconds between maintenance ticks (the reference's 5 s).
 MAINTENANCE_INTERVAL = 5.0
-#: Nodes pinged into each far bucket that is empty after the first
+#: Nodes pinged in each range of ids we know nobody in after the first
 #: bootstrap (see :meth:`DHTCore._fill_far_buckets`).
 FILL_CONTACTS = 2
 #: Datagrams whose third byte is 0xFF can never be DHT messages (0xFF would
@@ -1231,7 +1231,7 @@ class DHTCore:
         now: float,
     ) -> None:
         """A ``_find_node`` of :meth:`_fill_far_buckets` completed: ping up
-        to :data:`FILL_CONTACTS` listed nodes of the bucket at ``depth``
+        to :data:`FILL_CONTACTS` listed nodes of the range at ``depth``
         (through ``referrer`` when we are behind a NAT, see
         :meth:`open_path`)."""
         if err is not None or res is None or not res.nodes or self.closed:
