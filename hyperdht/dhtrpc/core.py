@@ -207,6 +207,12 @@ def _no_host(host: str) -> None:
     """An IPv6 node's stand-in for pack_ipv4: always the codec."""
 
 
+def _depth(own: int, id: bytes) -> int:
+    """The first bit at which ``id`` differs from the id whose int is
+    ``own`` (the depth of its range in our routing table)."""
+    return 8 * ID_LENGTH - (int.from_bytes(id, "big") ^ own).bit_length()
+
+
 def _ignore_response(
     _err: BaseException | None, _res: messages.RpcResponse | None, _src: Address, _now: float
 ) -> None:
@@ -1196,8 +1202,7 @@ class DHTCore:
             return
         own = int.from_bytes(self.id, "big")
         bits = 8 * ID_LENGTH
-        # Contacts by the first bit at which their id differs from ours.
-        depths = {bits - (int.from_bytes(id, "big") ^ own).bit_length() for id in self._seen}
+        depths = {_depth(own, id) for id in self._seen}
         # Our K closest contacts are what the bootstrap ended with: every
         # node in a range deeper than the farthest of them would be closer,
         # so such a range without a contact is empty. Only the ranges above
@@ -1205,7 +1210,7 @@ class DHTCore:
         nearest = self.table.closest(self.id, K)
         if len(nearest) < K:
             return  # a small network: the bootstrap met all there is
-        top = min(bits - (int.from_bytes(c.id, "big") ^ own).bit_length() for c in nearest)
+        top = min(_depth(own, c.id) for c in nearest)
         for depth in range(top):
             if depth in depths:
                 continue
@@ -1242,7 +1247,6 @@ class DHTCore:
             self.drop("bad_nodes")
             return
         own = int.from_bytes(self.id, "big")
-        bits = 8 * ID_LENGTH
         ping = messages.RpcRequest(command="_ping", id=self._query_id)
         picked = 0
         for node in listed:
@@ -1250,7 +1254,7 @@ class DHTCore:
                 break
             if node.id in self._seen:
                 continue
-            if bits - (int.from_bytes(node.id, "big") ^ own).bit_length() != depth:
+            if _depth(own, node.id) != depth:
                 continue  # another bucket (or our own id)
             picked += 1
             if self.open_path(node.id, node.address):
