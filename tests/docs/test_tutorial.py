@@ -71,13 +71,17 @@ class Process:
             try:
                 line = self.lines.get(timeout=TIMEOUT)
             except queue.Empty:
-                pytest.fail(f"no line matching {pattern!r} in {TIMEOUT} s: {self.seen}")
+                pytest.fail(f"no line matching {pattern!r} in {TIMEOUT} s:\n" + self.output())
             if line is None:
-                pytest.fail(f"exited before a line matching {pattern!r}: {self.seen}")
+                pytest.fail(f"exited before a line matching {pattern!r}:\n" + self.output())
             self.seen.append(line)
             m = re.search(pattern, line)
             if m:
                 return m
+
+    def output(self) -> str:
+        """The lines seen so far, as text (for a failure message)."""
+        return "\n".join(self.seen)
 
     def finish(self) -> list[str]:
         """Wait for the exit (with a timeout); the whole output."""
@@ -93,10 +97,14 @@ class Process:
             self.proc.wait(timeout=TIMEOUT)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def bootstrap() -> Iterator[str]:
     """``hyperdht -p 0 --host 127.0.0.1``, as the tutorial starts it (on a
-    free port)."""
+    free port), one per test: a bootstrap node shared by the tests keeps
+    the earlier tests' A nodes in its table after they exit, so every
+    later query waits out their requests' timeouts (some 3 s a query, 12 s
+    a test; measured), and their ports may be held by another tox env's
+    nodes by then, which pulls the query into that env's network."""
     node = Process("-m", "hyperdht", "-p", "0", "--host", "127.0.0.1")
     try:
         yield node.wait_for(r"hyperdht listening on (127\.0\.0\.1:\d+)").group(1)
@@ -132,9 +140,12 @@ def test_two_processes_exchange_datagrams(bootstrap: str, api: str, nat: bool) -
             f"B: got b'hello from A' from 127.0.0.1:{port}",
         ], b.stdout
         out = a.finish()
-        assert a.proc.returncode == 0, out
-        assert re.fullmatch(r"A: got b'hello from B' from 127\.0\.0\.1:\d+", out[1]), out
-        assert out[2:] == ["A: unannounced, bye"], out
+        # The messages are the whole output as text: pytest shortens a
+        # long list in an assertion, and a traceback is what we need.
+        text = a.output()
+        assert a.proc.returncode == 0, text
+        assert re.fullmatch(r"A: got b'hello from B' from 127\.0\.0\.1:\d+", out[1]), text
+        assert out[2:] == ["A: unannounced, bye"], text
     finally:
         a.kill()
 
