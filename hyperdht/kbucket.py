@@ -604,7 +604,18 @@ class KBucket(Generic[C]):
         ):
             return None
         t = int.from_bytes(target, "big")
-        index, bucket = self._lead(t, len(target))
+        if len(target) == self._local_len:
+            # _lead's common case inlined: this runs for every _find_node
+            # a node answers.
+            x = t ^ self._local_int
+            index = 8 * len(target) - x.bit_length()
+            far = self._far
+            if x and index < len(far):
+                bucket = far[index]
+            else:
+                index, bucket = -1, self._near
+        else:
+            index, bucket = self._lead(t, len(target))
         if len(bucket) < n:
             return None
         window = self._windows.get(id(bucket), _UNKNOWN)

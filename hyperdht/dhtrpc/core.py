@@ -368,12 +368,19 @@ class DHTCore:
         self.stats.datagrams_in += 1
         if self.closed:
             return
-        if len(data) > 2 and data[2] == APP_MARKER:
-            if self.on_datagram is not None:
-                self.on_datagram(data[3:], addr)
-            else:
-                self.drop("app_datagram_unhandled")
-            return
+        if len(data) > 2:
+            if data[2] == APP_MARKER:
+                if self.on_datagram is not None:
+                    self.on_datagram(data[3:], addr)
+                else:
+                    self.drop("app_datagram_unhandled")
+                return
+            first = data[0]
+            if first & 0x80:
+                # A request: what udp.receive does with one (tid, payload),
+                # one call fewer on the serve path.
+                self._on_request(((first & 0x7F) << 8) | data[1], data[2:], addr, now)
+                return
         self.udp.receive(data, addr, now)
 
     def datagrams_to_send(self) -> list[Datagram]:
