@@ -31,6 +31,8 @@ from hyperdht.ipencoding import Address, Node
 from hyperdht.testing import MappingBehavior, Network, TraceEvent
 
 BOOT = Address("198.18.0.1", 49737)
+#: A bootstrap address where nothing listens: requests to it time out.
+DEAD = Address("198.18.0.2", 49737)
 N_NODES = 300
 
 
@@ -104,25 +106,32 @@ def first_diff(a: bytes, b: bytes) -> int:
     return 256 - xor(a, b).bit_length()
 
 
-def test_after_bootstrap_nodes_know_someone_across_each_leading_bit() -> None:
+@pytest.mark.parametrize("bootstrap", [[BOOT], [DEAD, BOOT]], ids=["one", "first-is-down"])
+def test_after_bootstrap_nodes_know_someone_across_each_leading_bit(
+    bootstrap: list[Address],
+) -> None:
     """A young network joined through one full node. A bootstrap walks
     towards the node's own id, so without the fill after it a node that
     shares its first bits with the bootstrap node would know nobody across
     them, and an announce or lookup for a key there could stay among such
     nodes. After it, every node has a contact in each of the first buckets
     whose range the bootstrap node knows someone in, and every lookup of a
-    random target from every node reaches the target's closest node."""
+    random target from every node reaches the target's closest node; also
+    when the first bootstrap node listed never answers (the fill then asks
+    the next one)."""
     rng = random.Random(5)
     net = Network(seed=5, latency=0.01, jitter=0.005)
     boot = DHT(id=rng.randbytes(32), backend=net.host(BOOT.host), port=BOOT.port)
+    net.host(DEAD.host)  # a machine, so no node gets its address; nothing listens
     nodes = []
     for _ in range(200):
-        node = DHT(id=rng.randbytes(32), backend=net.host(), bootstrap=[BOOT])
+        node = DHT(id=rng.randbytes(32), backend=net.host(), bootstrap=bootstrap)
         assert node.ready(timeout=60)
         nodes.append(node)
     try:
-        # The fills: a round trip to the bootstrap node, then the pings.
-        net.run_for(5.0)
+        # The fills: a round trip to the bootstrap node (after a timeout
+        # when the first is down), then the pings.
+        net.run_for(10.0)
         boot_known = [c.id for c in boot.nodes()]
         checked = 0
         for node in nodes:

@@ -1194,10 +1194,10 @@ class DHTCore:
         of our K closest contacts at which we know nobody (no contact whose
         id first differs from ours at that bit), a ``_find_node`` for a
         random id in that range to our first bootstrap node (it has heard
-        from every node that joined through it; without one, to our contact
-        closest to that id), and a ``_ping`` to up to :data:`FILL_CONTACTS`
-        of the nodes it lists in that range: their answers put them in our
-        table.
+        from every node that joined through it; if it does not answer, the
+        next one, and after the last our contact closest to that id), and a
+        ``_ping`` to up to :data:`FILL_CONTACTS` of the nodes it lists in
+        that range: their answers put them in our table.
 
         A bootstrap walks towards our own id, so it meets only nodes that
         share at least as many leading bits with us as the bootstrap node
@@ -1224,19 +1224,34 @@ class DHTCore:
             shift = bits - 1 - depth
             target_int = (((own >> shift) ^ 1) << shift) | self.rng.getrandbits(shift)
             target = target_int.to_bytes(ID_LENGTH, "big")
-            if self.bootstrap_nodes:
-                ask = self.bootstrap_nodes[0]
-            else:
-                closest = self.table.closest(target, 1)
-                if not closest:
-                    return
-                ask = closest[0].address
-            request = messages.RpcRequest(command="_find_node", id=self._query_id, target=target)
-            self.request(request, ask, functools.partial(self._fill_bucket, depth), now)
+            self._ask_fill(depth, target, 0, now)
+
+    def _ask_fill(self, depth: int, target: bytes, attempt: int, now: float) -> None:
+        """Send the fill's ``_find_node`` for ``target`` (a random id in the
+        range at ``depth``) to whom ``attempt`` picks: our bootstrap nodes
+        in order, then our contact closest to ``target``; nothing after
+        that one."""
+        if self.closed:
+            return
+        bootstrap = self.bootstrap_nodes
+        if attempt < len(bootstrap):
+            ask = bootstrap[attempt]
+        elif attempt == len(bootstrap):
+            closest = self.table.closest(target, 1)
+            if not closest:
+                return
+            ask = closest[0].address
+        else:
+            return
+        request = messages.RpcRequest(command="_find_node", id=self._query_id, target=target)
+        done = functools.partial(self._fill_bucket, depth, target, attempt)
+        self.request(request, ask, done, now)
 
     def _fill_bucket(
         self,
         depth: int,
+        target: bytes,
+        attempt: int,
         err: BaseException | None,
         res: messages.RpcResponse | None,
         referrer: Address,
@@ -1245,8 +1260,14 @@ class DHTCore:
         """A ``_find_node`` of :meth:`_fill_far_buckets` completed: ping up
         to :data:`FILL_CONTACTS` listed nodes of the range at ``depth``
         (through ``referrer`` when we are behind a NAT, see
-        :meth:`open_path`)."""
-        if err is not None or res is None or not res.nodes or self.closed:
+        :meth:`open_path`). If it timed out (or failed), ask the next one
+        (:meth:`_ask_fill`)."""
+        if self.closed:
+            return
+        if err is not None or res is None:
+            self._ask_fill(depth, target, attempt + 1, now)
+            return
+        if not res.nodes:
             return
         try:
             listed = self.node_codec.decode_list(res.nodes)
