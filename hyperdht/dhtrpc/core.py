@@ -65,7 +65,7 @@ from ..errors import (
 from ..future import Future
 from ..ipencoding import ID_LENGTH, Address, Node, node_codec, pack_ipv4, peer_codec
 from ..kbucket import KBucket
-from ..udprequest.core import PendingRequest, RequestCore
+from ..udprequest.core import HEADER_SIZE, MAX_TID, REQUEST_BIT, PendingRequest, RequestCore
 from .connect import DEFAULT_OPENER_TTL, opener_datagram, start_connect
 from .limits import MAX_PER_IP, MAX_PER_SUBNET, Limits, RateLimiter, diversity_group
 from .query import Query, QueryOptions, ResponseCallback
@@ -205,6 +205,10 @@ def _routing_group(node: RoutingNode) -> tuple[int, int] | None:
 
 def _no_host(host: str) -> None:
     """An IPv6 node's stand-in for pack_ipv4: always the codec."""
+
+
+#: The request bit of a datagram's first byte (see :mod:`hyperdht.udprequest`).
+_REQUEST_FLAG = REQUEST_BIT >> 8
 
 
 def _depth(own: int, id: bytes) -> int:
@@ -376,10 +380,11 @@ class DHTCore:
                     self.drop("app_datagram_unhandled")
                 return
             first = data[0]
-            if first & 0x80:
+            if first & _REQUEST_FLAG:
                 # A request: what udp.receive does with one (tid, payload),
                 # one call fewer on the serve path.
-                self._on_request(((first & 0x7F) << 8) | data[1], data[2:], addr, now)
+                tid = ((first << 8) | data[1]) & MAX_TID
+                self._on_request(tid, data[HEADER_SIZE:], addr, now)
                 return
         self.udp.receive(data, addr, now)
 
