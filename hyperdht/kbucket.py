@@ -605,8 +605,8 @@ class KBucket(Generic[C]):
             return None
         t = int.from_bytes(target, "big")
         if len(target) == self._local_len:
-            # _lead's common case inlined: this runs for every _find_node
-            # a node answers.
+            # _lead's equal-length case inlined (keep the two in step):
+            # this runs for every _find_node a node answers.
             x = t ^ self._local_int
             index = 8 * len(target) - x.bit_length()
             far = self._far
